@@ -1,0 +1,15 @@
+// The one header a microflex user includes: tensors, ops, autograd, modes, files.
+// `mf` is the short alias the examples use.
+#pragma once
+#include "autograd/grad_mode.h"
+#include "autograd/gradcheck.h"
+#include "core/device.h"
+#include "core/dispatch.h"
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/tensor.h"
+#include "ops/copy_ops.h"
+#include "ops/elementwise.h"
+#include "ops/reduction.h"
+
+namespace mf = microflex;
