@@ -7,9 +7,14 @@
 #include "core/dispatch.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/serialize.h"
 #include "core/tensor.h"
 #include "ops/copy_ops.h"
 #include "ops/elementwise.h"
+#include "ops/indexing.h"
+#include "ops/linalg.h"
+#include "ops/nn.h"
 #include "ops/reduction.h"
+#include "ops/shape_ops.h"
 
 namespace mf = microflex;
