@@ -9,12 +9,24 @@
 
 namespace microflex {
 
-bool is_grad_enabled() { return local_dispatch_state().grad_enabled; }
-void set_grad_enabled(bool enabled) { local_dispatch_state().grad_enabled = enabled; }
-NoGradGuard::NoGradGuard() : prev_(is_grad_enabled()) { set_grad_enabled(false); }
-NoGradGuard::~NoGradGuard() { set_grad_enabled(prev_); }
-EnableGradGuard::EnableGradGuard() : prev_(is_grad_enabled()) { set_grad_enabled(true); }
-EnableGradGuard::~EnableGradGuard() { set_grad_enabled(prev_); }
+bool is_grad_enabled() {
+  return local_dispatch_state().grad_enabled;
+}
+void set_grad_enabled(bool enabled) {
+  local_dispatch_state().grad_enabled = enabled;
+}
+NoGradGuard::NoGradGuard() : prev_(is_grad_enabled()) {
+  set_grad_enabled(false);
+}
+NoGradGuard::~NoGradGuard() {
+  set_grad_enabled(prev_);
+}
+EnableGradGuard::EnableGradGuard() : prev_(is_grad_enabled()) {
+  set_grad_enabled(true);
+}
+EnableGradGuard::~EnableGradGuard() {
+  set_grad_enabled(prev_);
+}
 
 namespace autograd {
 
@@ -34,8 +46,8 @@ SavedTensor SavedTensor::save(const Tensor& t) {
 
 Tensor SavedTensor::unpack(const std::string& op) const {
   if (!tensor.defined()) return tensor;
-  MF_CHECK(tensor.version() == version,
-           "backward of ", op, ": one of the tensors needed for gradient computation (shape ",
+  MF_CHECK(tensor.version() == version, "backward of ", op,
+           ": one of the tensors needed for gradient computation (shape ",
            shape_str(tensor.sizes()), ", ", tensor.dtype(),
            ") has been modified by an in-place operation (version ", tensor.version(),
            ", expected ", version, ")");
@@ -249,23 +261,30 @@ void register_autograd_fallback(Dispatcher& d) {
 
 // ---- Tensor's autograd surface ----
 Tensor& Tensor::requires_grad_(bool r) {
-  MF_CHECK(is_leaf(), "requires_grad_: only leaf tensors can change requires_grad; "
+  MF_CHECK(is_leaf(),
+           "requires_grad_: only leaf tensors can change requires_grad; "
            "use detach() to get a leaf");
-  MF_CHECK(!r || is_floating(dtype()), "requires_grad_: only floating tensors can require "
-           "gradients, got ", dtype());
+  MF_CHECK(!r || is_floating(dtype()),
+           "requires_grad_: only floating tensors can require "
+           "gradients, got ",
+           dtype());
   impl_->requires_grad = r;
   return *this;
 }
 
-bool Tensor::is_leaf() const { return impl_->grad_fn == nullptr; }
+bool Tensor::is_leaf() const {
+  return impl_->grad_fn == nullptr;
+}
 
 void Tensor::backward(const Tensor& grad, bool retain_graph) const {
   MF_CHECK(defined(), "backward: tensor is undefined");
   MF_CHECK(requires_grad(), "backward: tensor does not require grad and has no grad_fn");
   Tensor g = grad;
   if (!g.defined()) {
-    MF_CHECK(numel() == 1, "backward: grad can be implicitly created only for a tensor with "
-             "one element, got shape ", shape_str(sizes()), "; pass a gradient");
+    MF_CHECK(numel() == 1,
+             "backward: grad can be implicitly created only for a tensor with "
+             "one element, got shape ",
+             shape_str(sizes()), "; pass a gradient");
     g = ones_like(*this);
   } else {
     MF_CHECK(g.sizes() == sizes(), "backward: gradient of shape ", shape_str(g.sizes()),

@@ -92,14 +92,16 @@ Allocator* cpu_allocator() {
   return &a;
 }
 
-void set_cuda_allocator(Allocator* (*factory)(int)) { g_cuda_factory = factory; }
+void set_cuda_allocator(Allocator* (*factory)(int)) {
+  g_cuda_factory = factory;
+}
 
 Allocator* allocator_for(Device device) {
   if (device.is_cpu()) return cpu_allocator();
   MF_CHECK(g_cuda_factory != nullptr && device.index < cuda_device_count(),
            "cannot allocate memory on ", device,
-           ": microflex was built without CUDA or no such GPU is present (",
-           cuda_device_count(), " CUDA devices); use fake mode for shape-only runs");
+           ": microflex was built without CUDA or no such GPU is present (", cuda_device_count(),
+           " CUDA devices); use fake mode for shape-only runs");
   return g_cuda_factory(device.index);
 }
 
@@ -111,9 +113,17 @@ Allocator* fake_allocator(Device device) {
   return slot.get();
 }
 
-MemoryStats memory_stats(Device device) { return allocator_for(device)->stats(); }
-void reset_peak_memory_stats(Device device) { allocator_for(device)->reset_peak(); }
-MemoryStats fake_memory_stats(Device device) { return fake_allocator(device)->stats(); }
-void reset_fake_peak(Device device) { fake_allocator(device)->reset_peak(); }
+MemoryStats memory_stats(Device device) {
+  return allocator_for(device)->stats();
+}
+void reset_peak_memory_stats(Device device) {
+  allocator_for(device)->reset_peak();
+}
+MemoryStats fake_memory_stats(Device device) {
+  return fake_allocator(device)->stats();
+}
+void reset_fake_peak(Device device) {
+  fake_allocator(device)->reset_peak();
+}
 
 }  // namespace microflex

@@ -9,10 +9,10 @@
 namespace microflex {
 
 struct MemoryStats {
-  int64_t allocated = 0;     // bytes held by live storages now
-  int64_t peak = 0;          // highest `allocated` since the last reset
-  int64_t reserved = 0;      // bytes the allocator holds from the system (caching)
-  int64_t num_allocs = 0;    // allocations served
+  int64_t allocated = 0;   // bytes held by live storages now
+  int64_t peak = 0;        // highest `allocated` since the last reset
+  int64_t reserved = 0;    // bytes the allocator holds from the system (caching)
+  int64_t num_allocs = 0;  // allocations served
 };
 
 class Allocator {

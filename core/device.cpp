@@ -28,10 +28,14 @@ std::string Device::str() const {
   return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index);
 }
 
-std::ostream& operator<<(std::ostream& os, const Device& d) { return os << d.str(); }
+std::ostream& operator<<(std::ostream& os, const Device& d) {
+  return os << d.str();
+}
 
 #ifndef MICROFLEX_WITH_CUDA
-int cuda_device_count() { return 0; }
+int cuda_device_count() {
+  return 0;
+}
 #endif
 
 }  // namespace microflex

@@ -31,6 +31,8 @@ std::ostream& operator<<(std::ostream& os, const Device& d);
 
 // Number of CUDA devices this process can use (0 when built without CUDA or no GPU).
 int cuda_device_count();
-inline bool cuda_available() { return cuda_device_count() > 0; }
+inline bool cuda_available() {
+  return cuda_device_count() > 0;
+}
 
 }  // namespace microflex

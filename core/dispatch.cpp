@@ -9,11 +9,16 @@ namespace microflex {
 
 const char* dispatch_key_name(DispatchKey k) {
   switch (k) {
-    case DispatchKey::Tracing: return "Tracing";
-    case DispatchKey::Autograd: return "Autograd";
-    case DispatchKey::Fake: return "Fake";
-    case DispatchKey::CPU: return "CPU";
-    case DispatchKey::CUDA: return "CUDA";
+    case DispatchKey::Tracing:
+      return "Tracing";
+    case DispatchKey::Autograd:
+      return "Autograd";
+    case DispatchKey::Fake:
+      return "Fake";
+    case DispatchKey::CPU:
+      return "CPU";
+    case DispatchKey::CUDA:
+      return "CUDA";
   }
   return "?";
 }
@@ -31,12 +36,16 @@ LocalDispatchState& local_dispatch_state() {
 IncludeKeyGuard::IncludeKeyGuard(DispatchKey k) : saved_(local_dispatch_state().included) {
   local_dispatch_state().included = saved_.add(k);
 }
-IncludeKeyGuard::~IncludeKeyGuard() { local_dispatch_state().included = saved_; }
+IncludeKeyGuard::~IncludeKeyGuard() {
+  local_dispatch_state().included = saved_;
+}
 
 ExcludeKeyGuard::ExcludeKeyGuard(DispatchKeySet ks) : saved_(local_dispatch_state().excluded) {
   local_dispatch_state().excluded = saved_ | ks;
 }
-ExcludeKeyGuard::~ExcludeKeyGuard() { local_dispatch_state().excluded = saved_; }
+ExcludeKeyGuard::~ExcludeKeyGuard() {
+  local_dispatch_state().excluded = saved_;
+}
 
 // ---- Attrs ----
 Attrs& Attrs::set(const std::string& name, AttrValue v) {
@@ -245,9 +254,11 @@ TensorList Dispatcher::redispatch(const OpDef& op, DispatchKeySet ks, const Tens
     const int ki = static_cast<int>(k);
     if (op.kernels[ki]) return op.kernels[ki](op, ks, in, attrs);
     switch (k) {
-      case DispatchKey::Fake: return fake_kernel(op, in, attrs);
+      case DispatchKey::Fake:
+        return fake_kernel(op, in, attrs);
       case DispatchKey::CPU:
-      case DispatchKey::CUDA: return backend_kernel(op, k, in, attrs);
+      case DispatchKey::CUDA:
+        return backend_kernel(op, k, in, attrs);
       default:
         if (impl_->fallbacks[ki]) return impl_->fallbacks[ki](op, ks, in, attrs);
         ks = ks.remove(k);
@@ -264,6 +275,8 @@ TensorList call_op(const OpDef& op, const TensorList& in, const Attrs& attrs) {
   return Dispatcher::get().call(op, in, attrs);
 }
 
-const OpDef& op_named(const char* name) { return Dispatcher::get().find(name); }
+const OpDef& op_named(const char* name) {
+  return Dispatcher::get().find(name);
+}
 
 }  // namespace microflex

@@ -160,22 +160,44 @@ enum class OpKind : uint8_t {
 struct OpDef {
   std::string name;
   OpKind kind = OpKind::Functional;
-  MetaFn meta;    // shape/dtype rule: validates and describes outputs (fake mode runs only this)
-  ViewFn view;    // View ops
+  MetaFn meta;  // shape/dtype rule: validates and describes outputs (fake mode runs only this)
+  ViewFn view;  // View ops
   BackwardFn backward;
-  bool differentiable = true;  // false: outputs never require grad (comparisons, argmax)
-  uint64_t save_inputs = ~0ull;   // bit i: keep input i for backward
-  uint64_t save_outputs = ~0ull;  // bit i: keep output i for backward
+  bool differentiable = true;        // false: outputs never require grad (comparisons, argmax)
+  uint64_t save_inputs = ~0ull;      // bit i: keep input i for backward
+  uint64_t save_outputs = ~0ull;     // bit i: keep output i for backward
   std::array<ComputeFn, 2> compute;  // [CPU, CUDA]
   std::array<KernelFn, kNumDispatchKeys> kernels;  // per-key overrides of the defaults
 
-  OpDef& set_meta(MetaFn f) { meta = std::move(f); return *this; }
-  OpDef& set_backward(BackwardFn f) { backward = std::move(f); return *this; }
-  OpDef& set_cpu(ComputeFn f) { compute[0] = std::move(f); return *this; }
-  OpDef& set_cuda(ComputeFn f) { compute[1] = std::move(f); return *this; }
-  OpDef& set_view(ViewFn f) { kind = OpKind::View; view = std::move(f); return *this; }
-  OpDef& set_kind(OpKind k) { kind = k; return *this; }
-  OpDef& non_differentiable() { differentiable = false; return *this; }
+  OpDef& set_meta(MetaFn f) {
+    meta = std::move(f);
+    return *this;
+  }
+  OpDef& set_backward(BackwardFn f) {
+    backward = std::move(f);
+    return *this;
+  }
+  OpDef& set_cpu(ComputeFn f) {
+    compute[0] = std::move(f);
+    return *this;
+  }
+  OpDef& set_cuda(ComputeFn f) {
+    compute[1] = std::move(f);
+    return *this;
+  }
+  OpDef& set_view(ViewFn f) {
+    kind = OpKind::View;
+    view = std::move(f);
+    return *this;
+  }
+  OpDef& set_kind(OpKind k) {
+    kind = k;
+    return *this;
+  }
+  OpDef& non_differentiable() {
+    differentiable = false;
+    return *this;
+  }
   OpDef& save(uint64_t inputs_mask, uint64_t outputs_mask) {
     save_inputs = inputs_mask;
     save_outputs = outputs_mask;

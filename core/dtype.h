@@ -26,7 +26,7 @@ struct Half {
     x &= 0x7fffffffu;
     if (x >= 0x7f800000u) return uint16_t(sign | 0x7c00u | (x > 0x7f800000u ? 0x200u : 0u));
     if (x >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to inf
-    if (x < 0x38800000u) {                                   // subnormal or zero
+    if (x < 0x38800000u) {                                  // subnormal or zero
       if (x < 0x33000000u) return uint16_t(sign);
       const uint32_t e = x >> 23;
       const uint32_t m = (x & 0x7fffffu) | 0x800000u;
@@ -104,20 +104,54 @@ std::ostream& operator<<(std::ostream& os, DType t);
 
 template <typename T>
 struct dtype_of;
-template <> struct dtype_of<bool> { static constexpr DType value = DType::Bool; };
-template <> struct dtype_of<int32_t> { static constexpr DType value = DType::Int32; };
-template <> struct dtype_of<int64_t> { static constexpr DType value = DType::Int64; };
-template <> struct dtype_of<Half> { static constexpr DType value = DType::Float16; };
-template <> struct dtype_of<BFloat16> { static constexpr DType value = DType::BFloat16; };
-template <> struct dtype_of<float> { static constexpr DType value = DType::Float32; };
-template <> struct dtype_of<double> { static constexpr DType value = DType::Float64; };
+template <>
+struct dtype_of<bool> {
+  static constexpr DType value = DType::Bool;
+};
+template <>
+struct dtype_of<int32_t> {
+  static constexpr DType value = DType::Int32;
+};
+template <>
+struct dtype_of<int64_t> {
+  static constexpr DType value = DType::Int64;
+};
+template <>
+struct dtype_of<Half> {
+  static constexpr DType value = DType::Float16;
+};
+template <>
+struct dtype_of<BFloat16> {
+  static constexpr DType value = DType::BFloat16;
+};
+template <>
+struct dtype_of<float> {
+  static constexpr DType value = DType::Float32;
+};
+template <>
+struct dtype_of<double> {
+  static constexpr DType value = DType::Float64;
+};
 
 // The type arithmetic runs in: float for the 16-bit types, the type itself otherwise.
-template <typename T> struct acc_type { using type = T; };
-template <> struct acc_type<Half> { using type = float; };
-template <> struct acc_type<BFloat16> { using type = float; };
-template <> struct acc_type<bool> { using type = int64_t; };
-template <typename T> using acc_t = typename acc_type<T>::type;
+template <typename T>
+struct acc_type {
+  using type = T;
+};
+template <>
+struct acc_type<Half> {
+  using type = float;
+};
+template <>
+struct acc_type<BFloat16> {
+  using type = float;
+};
+template <>
+struct acc_type<bool> {
+  using type = int64_t;
+};
+template <typename T>
+using acc_t = typename acc_type<T>::type;
 
 }  // namespace microflex
 
@@ -127,55 +161,55 @@ template <typename T> using acc_t = typename acc_type<T>::type;
     return __VA_ARGS__();         \
   }
 
-#define MF_DISPATCH_FLOATING(dtype, opname, ...)                                          \
-  [&] {                                                                                   \
-    switch (dtype) {                                                                      \
-      MF_DTYPE_CASE(Float32, float, __VA_ARGS__)                                          \
-      MF_DTYPE_CASE(Float64, double, __VA_ARGS__)                                         \
-      MF_DTYPE_CASE(Float16, ::microflex::Half, __VA_ARGS__)                              \
-      MF_DTYPE_CASE(BFloat16, ::microflex::BFloat16, __VA_ARGS__)                         \
-      default:                                                                            \
-        ::microflex::detail::throw_error(                                                 \
+#define MF_DISPATCH_FLOATING(dtype, opname, ...)                                               \
+  [&] {                                                                                        \
+    switch (dtype) {                                                                           \
+      MF_DTYPE_CASE(Float32, float, __VA_ARGS__)                                               \
+      MF_DTYPE_CASE(Float64, double, __VA_ARGS__)                                              \
+      MF_DTYPE_CASE(Float16, ::microflex::Half, __VA_ARGS__)                                   \
+      MF_DTYPE_CASE(BFloat16, ::microflex::BFloat16, __VA_ARGS__)                              \
+      default:                                                                                 \
+        ::microflex::detail::throw_error(                                                      \
             ::microflex::detail::str_cat(opname, ": expected a floating dtype, got ", dtype)); \
-    }                                                                                     \
+    }                                                                                          \
   }()
 
-#define MF_DISPATCH_INTEGRAL(dtype, opname, ...)                                          \
-  [&] {                                                                                   \
-    switch (dtype) {                                                                      \
-      MF_DTYPE_CASE(Int32, int32_t, __VA_ARGS__)                                          \
-      MF_DTYPE_CASE(Int64, int64_t, __VA_ARGS__)                                          \
-      default:                                                                            \
-        ::microflex::detail::throw_error(                                                 \
+#define MF_DISPATCH_INTEGRAL(dtype, opname, ...)                                               \
+  [&] {                                                                                        \
+    switch (dtype) {                                                                           \
+      MF_DTYPE_CASE(Int32, int32_t, __VA_ARGS__)                                               \
+      MF_DTYPE_CASE(Int64, int64_t, __VA_ARGS__)                                               \
+      default:                                                                                 \
+        ::microflex::detail::throw_error(                                                      \
             ::microflex::detail::str_cat(opname, ": expected an integer dtype, got ", dtype)); \
-    }                                                                                     \
+    }                                                                                          \
   }()
 
-#define MF_DISPATCH_NUMERIC(dtype, opname, ...)                                           \
-  [&] {                                                                                   \
-    switch (dtype) {                                                                      \
-      MF_DTYPE_CASE(Float32, float, __VA_ARGS__)                                          \
-      MF_DTYPE_CASE(Float64, double, __VA_ARGS__)                                         \
-      MF_DTYPE_CASE(Float16, ::microflex::Half, __VA_ARGS__)                              \
-      MF_DTYPE_CASE(BFloat16, ::microflex::BFloat16, __VA_ARGS__)                         \
-      MF_DTYPE_CASE(Int32, int32_t, __VA_ARGS__)                                          \
-      MF_DTYPE_CASE(Int64, int64_t, __VA_ARGS__)                                          \
-      default:                                                                            \
-        ::microflex::detail::throw_error(                                                 \
+#define MF_DISPATCH_NUMERIC(dtype, opname, ...)                                               \
+  [&] {                                                                                       \
+    switch (dtype) {                                                                          \
+      MF_DTYPE_CASE(Float32, float, __VA_ARGS__)                                              \
+      MF_DTYPE_CASE(Float64, double, __VA_ARGS__)                                             \
+      MF_DTYPE_CASE(Float16, ::microflex::Half, __VA_ARGS__)                                  \
+      MF_DTYPE_CASE(BFloat16, ::microflex::BFloat16, __VA_ARGS__)                             \
+      MF_DTYPE_CASE(Int32, int32_t, __VA_ARGS__)                                              \
+      MF_DTYPE_CASE(Int64, int64_t, __VA_ARGS__)                                              \
+      default:                                                                                \
+        ::microflex::detail::throw_error(                                                     \
             ::microflex::detail::str_cat(opname, ": expected a numeric dtype, got ", dtype)); \
-    }                                                                                     \
+    }                                                                                         \
   }()
 
-#define MF_DISPATCH_ALL(dtype, opname, ...)                                               \
-  [&] {                                                                                   \
-    switch (dtype) {                                                                      \
-      MF_DTYPE_CASE(Float32, float, __VA_ARGS__)                                          \
-      MF_DTYPE_CASE(Float64, double, __VA_ARGS__)                                         \
-      MF_DTYPE_CASE(Float16, ::microflex::Half, __VA_ARGS__)                              \
-      MF_DTYPE_CASE(BFloat16, ::microflex::BFloat16, __VA_ARGS__)                         \
-      MF_DTYPE_CASE(Int32, int32_t, __VA_ARGS__)                                          \
-      MF_DTYPE_CASE(Int64, int64_t, __VA_ARGS__)                                          \
-      MF_DTYPE_CASE(Bool, bool, __VA_ARGS__)                                              \
-    }                                                                                     \
+#define MF_DISPATCH_ALL(dtype, opname, ...)                                                \
+  [&] {                                                                                    \
+    switch (dtype) {                                                                       \
+      MF_DTYPE_CASE(Float32, float, __VA_ARGS__)                                           \
+      MF_DTYPE_CASE(Float64, double, __VA_ARGS__)                                          \
+      MF_DTYPE_CASE(Float16, ::microflex::Half, __VA_ARGS__)                               \
+      MF_DTYPE_CASE(BFloat16, ::microflex::BFloat16, __VA_ARGS__)                          \
+      MF_DTYPE_CASE(Int32, int32_t, __VA_ARGS__)                                           \
+      MF_DTYPE_CASE(Int64, int64_t, __VA_ARGS__)                                           \
+      MF_DTYPE_CASE(Bool, bool, __VA_ARGS__)                                               \
+    }                                                                                      \
     ::microflex::detail::throw_error(::microflex::detail::str_cat(opname, ": bad dtype")); \
   }()

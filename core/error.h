@@ -26,15 +26,14 @@ std::string str_cat(const Args&... args) {
 
 }  // namespace microflex
 
-#define MF_CHECK(cond, ...)                                                   \
-  do {                                                                        \
+#define MF_CHECK(cond, ...)                                                                   \
+  do {                                                                                        \
     if (!(cond)) ::microflex::detail::throw_error(::microflex::detail::str_cat(__VA_ARGS__)); \
   } while (0)
 
-#define MF_INTERNAL_ASSERT(cond, ...)                                                    \
-  do {                                                                                   \
-    if (!(cond))                                                                         \
-      ::microflex::detail::throw_internal(#cond, __FILE__, __LINE__,                     \
-                                          ::microflex::detail::str_cat("" __VA_OPT__(, ) \
-                                                                           __VA_ARGS__)); \
+#define MF_INTERNAL_ASSERT(cond, ...)                                                              \
+  do {                                                                                             \
+    if (!(cond))                                                                                   \
+      ::microflex::detail::throw_internal(                                                         \
+          #cond, __FILE__, __LINE__, ::microflex::detail::str_cat("" __VA_OPT__(, ) __VA_ARGS__)); \
   } while (0)

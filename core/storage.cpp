@@ -8,6 +8,8 @@ Storage::Storage(int64_t nbytes_, Device device_, bool fake_)
   data = allocator_->allocate(nbytes);
 }
 
-Storage::~Storage() { allocator_->deallocate(data, nbytes); }
+Storage::~Storage() {
+  allocator_->deallocate(data, nbytes);
+}
 
 }  // namespace microflex

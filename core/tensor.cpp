@@ -70,8 +70,12 @@ Tensor Tensor::make(const Shape& sizes, DType dtype, Device device, bool fake,
   return Tensor(std::move(impl));
 }
 
-int64_t Tensor::size(int64_t d) const { return sizes()[wrap_dim(d, dim(), "size")]; }
-int64_t Tensor::stride(int64_t d) const { return strides()[wrap_dim(d, dim(), "stride")]; }
+int64_t Tensor::size(int64_t d) const {
+  return sizes()[wrap_dim(d, dim(), "size")];
+}
+int64_t Tensor::stride(int64_t d) const {
+  return strides()[wrap_dim(d, dim(), "stride")];
+}
 
 bool Tensor::is_contiguous() const {
   int64_t expected = 1;
@@ -132,8 +136,8 @@ MF_INSTANTIATE(bool)
 
 template <typename T>
 Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptions opts) {
-  MF_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_vector: ",
-           values.size(), " values cannot fill shape ", shape_str(shape));
+  MF_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape),
+           "from_vector: ", values.size(), " values cannot fill shape ", shape_str(shape));
   const DType src = dtype_of<T>::value;
   Tensor t = Tensor::make(shape, src, Device::cpu(), false);
   if (!values.empty()) {
@@ -165,8 +169,7 @@ template Tensor from_vector<BFloat16>(const std::vector<BFloat16>&, const Shape&
 namespace {
 
 void print_values(std::ostream& os, const std::vector<double>& v, const Shape& s, size_t dim,
-                  int64_t base, const Shape& cstrides, bool summarize, bool floating,
-                  int indent) {
+                  int64_t base, const Shape& cstrides, bool summarize, bool floating, int indent) {
   if (s.empty()) {
     os << v[0];
     return;
@@ -231,6 +234,8 @@ std::string Tensor::to_string() const {
   return os.str();
 }
 
-std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os << t.to_string(); }
+std::ostream& operator<<(std::ostream& os, const Tensor& t) {
+  return os << t.to_string();
+}
 
 }  // namespace microflex

@@ -96,8 +96,8 @@ class Tensor {
   template <typename T>
   T* data_ptr() const {
     check_data_access("data_ptr");
-    MF_CHECK(dtype_of<T>::value == dtype(), "data_ptr: tensor has dtype ", dtype(),
-             ", asked for ", dtype_of<T>::value);
+    MF_CHECK(dtype_of<T>::value == dtype(), "data_ptr: tensor has dtype ", dtype(), ", asked for ",
+             dtype_of<T>::value);
     return static_cast<T*>(impl_->storage->data) + impl_->offset;
   }
   void* raw_data() const;  // first element, any dtype
@@ -195,7 +195,11 @@ Tensor wrapped_scalar(const Scalar& s, Device device);
 // From host data: copies `values` into a new tensor of `shape` (the values' count must
 // match); the tensor's dtype is T's unless opts override.
 template <typename T>
-Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptions opts = {});
+Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptions opts);
+template <typename T>
+Tensor from_vector(const std::vector<T>& values, const Shape& shape) {
+  return from_vector(values, shape, TensorOptions{.dtype = dtype_of<T>::value});
+}
 template <typename T>
 Tensor from_vector(const std::vector<T>& values) {
   return from_vector(values, {static_cast<int64_t>(values.size())});

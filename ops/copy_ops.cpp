@@ -69,8 +69,8 @@ void register_copy_ops(Dispatcher& d) {
         const Shape b = broadcast_shapes(in[0].sizes(), in[1].sizes(), "copy_");
         MF_CHECK(b == in[0].sizes(), "copy_: source of shape ", shape_str(in[1].sizes()),
                  " does not broadcast to the destination's shape ", shape_str(in[0].sizes()));
-        MF_CHECK(in[0].device() == in[1].device() || !in[1].is_fake(),
-                 "copy_: destination on ", in[0].device(), ", source on ", in[1].device());
+        MF_CHECK(in[0].device() == in[1].device() || !in[1].is_fake(), "copy_: destination on ",
+                 in[0].device(), ", source on ", in[1].device());
         return std::vector<TensorMeta>{meta_of(in[0])};
       })
       .set_cpu([](const TensorList& in, const TensorList&, const Attrs&) {
@@ -96,8 +96,8 @@ void register_copy_ops(Dispatcher& d) {
       })
       .set_cpu([](const TensorList& in, const TensorList&, const Attrs& a) {
         const Scalar v = a.scalar("value");
-        cpu::fill(in[0].raw_data(), in[0].dtype(), in[0].strides(), in[0].sizes(),
-                  v.to_double(), v.to_int(), v.is_floating());
+        cpu::fill(in[0].raw_data(), in[0].dtype(), in[0].strides(), in[0].sizes(), v.to_double(),
+                  v.to_int(), v.is_floating());
       })
       .save(0, 0)
       .set_backward([](const BackwardContext&) { return TensorList(1); });
@@ -120,7 +120,9 @@ Tensor clone(const Tensor& t) {
   return call_op1(op, {t});
 }
 
-Tensor contiguous(const Tensor& t) { return t.is_contiguous() ? t : clone(t); }
+Tensor contiguous(const Tensor& t) {
+  return t.is_contiguous() ? t : clone(t);
+}
 
 Tensor& copy_(Tensor& dst, const Tensor& src) {
   static const OpDef& op = op_named("copy_");
@@ -135,10 +137,18 @@ Tensor& fill_(Tensor& t, const Scalar& value) {
 }
 
 // Tensor methods that are conversions.
-Tensor Tensor::to(DType dtype) const { return to_dtype(*this, dtype); }
-Tensor Tensor::to(Device device) const { return to_device(*this, device); }
-Tensor Tensor::clone() const { return microflex::clone(*this); }
-Tensor Tensor::contiguous() const { return microflex::contiguous(*this); }
+Tensor Tensor::to(DType dtype) const {
+  return to_dtype(*this, dtype);
+}
+Tensor Tensor::to(Device device) const {
+  return to_device(*this, device);
+}
+Tensor Tensor::clone() const {
+  return microflex::clone(*this);
+}
+Tensor Tensor::contiguous() const {
+  return microflex::contiguous(*this);
+}
 Tensor& Tensor::fill_(const Scalar& v) {
   microflex::fill_(*this, v);
   return *this;

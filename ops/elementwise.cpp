@@ -13,7 +13,9 @@ namespace microflex {
 
 namespace {
 
-Tensor scalar_like(const Scalar& s, const Tensor& t) { return wrapped_scalar(s, t.device()); }
+Tensor scalar_like(const Scalar& s, const Tensor& t) {
+  return wrapped_scalar(s, t.device());
+}
 
 // Shape rule of a broadcasting binary op.
 std::vector<TensorMeta> binary_meta(const char* op, const TensorList& in, DType out_dtype) {
@@ -55,15 +57,16 @@ void unary_cpu(const char* op, const Tensor& in, const Tensor& out, F f) {
   });
 }
 
-DType arith_type(const TensorList& in) { return result_type(in[0], in[1]); }
+DType arith_type(const TensorList& in) {
+  return result_type(in[0], in[1]);
+}
 
 }  // namespace
 
 void register_elementwise_ops(Dispatcher& d) {
   d.def("add")
-      .set_meta([](const TensorList& in, const Attrs&) {
-        return binary_meta("add", in, arith_type(in));
-      })
+      .set_meta(
+          [](const TensorList& in, const Attrs&) { return binary_meta("add", in, arith_type(in)); })
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs&) {
         binary_cpu("add", in, out[0], out[0].dtype(), [](auto x, auto y) { return x + y; });
       })
@@ -90,9 +93,8 @@ void register_elementwise_ops(Dispatcher& d) {
       });
 
   d.def("mul")
-      .set_meta([](const TensorList& in, const Attrs&) {
-        return binary_meta("mul", in, arith_type(in));
-      })
+      .set_meta(
+          [](const TensorList& in, const Attrs&) { return binary_meta("mul", in, arith_type(in)); })
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs&) {
         binary_cpu("mul", in, out[0], out[0].dtype(), [](auto x, auto y) { return x * y; });
       })
@@ -127,7 +129,8 @@ void register_elementwise_ops(Dispatcher& d) {
 
   d.def("neg")
       .set_meta([](const TensorList& in, const Attrs&) {
-        MF_CHECK(in[0].dtype() != DType::Bool, "neg: negating a bool tensor is not supported; "
+        MF_CHECK(in[0].dtype() != DType::Bool,
+                 "neg: negating a bool tensor is not supported; "
                  "use logical_not");
         return std::vector<TensorMeta>{{in[0].sizes(), in[0].dtype(), in[0].device()}};
       })
@@ -138,10 +141,10 @@ void register_elementwise_ops(Dispatcher& d) {
       .set_backward([](const BackwardContext& ctx) { return TensorList{neg(ctx.grad_output(0))}; });
 }
 
-#define MF_BINARY_FN(NAME)                          \
-  Tensor NAME(const Tensor& a, const Tensor& b) {   \
-    static const OpDef& op = op_named(#NAME);       \
-    return call_op1(op, {a, b});                    \
+#define MF_BINARY_FN(NAME)                        \
+  Tensor NAME(const Tensor& a, const Tensor& b) { \
+    static const OpDef& op = op_named(#NAME);     \
+    return call_op1(op, {a, b});                  \
   }
 MF_BINARY_FN(add)
 MF_BINARY_FN(sub)
@@ -154,19 +157,45 @@ Tensor neg(const Tensor& a) {
   return call_op1(op, {a});
 }
 
-Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
-Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
-Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
-Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
-Tensor operator-(const Tensor& a) { return neg(a); }
-Tensor operator+(const Tensor& a, const Scalar& b) { return add(a, scalar_like(b, a)); }
-Tensor operator-(const Tensor& a, const Scalar& b) { return sub(a, scalar_like(b, a)); }
-Tensor operator*(const Tensor& a, const Scalar& b) { return mul(a, scalar_like(b, a)); }
-Tensor operator/(const Tensor& a, const Scalar& b) { return div(a, scalar_like(b, a)); }
-Tensor operator+(const Scalar& a, const Tensor& b) { return add(scalar_like(a, b), b); }
-Tensor operator-(const Scalar& a, const Tensor& b) { return sub(scalar_like(a, b), b); }
-Tensor operator*(const Scalar& a, const Tensor& b) { return mul(scalar_like(a, b), b); }
-Tensor operator/(const Scalar& a, const Tensor& b) { return div(scalar_like(a, b), b); }
+Tensor operator+(const Tensor& a, const Tensor& b) {
+  return add(a, b);
+}
+Tensor operator-(const Tensor& a, const Tensor& b) {
+  return sub(a, b);
+}
+Tensor operator*(const Tensor& a, const Tensor& b) {
+  return mul(a, b);
+}
+Tensor operator/(const Tensor& a, const Tensor& b) {
+  return div(a, b);
+}
+Tensor operator-(const Tensor& a) {
+  return neg(a);
+}
+Tensor operator+(const Tensor& a, const Scalar& b) {
+  return add(a, scalar_like(b, a));
+}
+Tensor operator-(const Tensor& a, const Scalar& b) {
+  return sub(a, scalar_like(b, a));
+}
+Tensor operator*(const Tensor& a, const Scalar& b) {
+  return mul(a, scalar_like(b, a));
+}
+Tensor operator/(const Tensor& a, const Scalar& b) {
+  return div(a, scalar_like(b, a));
+}
+Tensor operator+(const Scalar& a, const Tensor& b) {
+  return add(scalar_like(a, b), b);
+}
+Tensor operator-(const Scalar& a, const Tensor& b) {
+  return sub(scalar_like(a, b), b);
+}
+Tensor operator*(const Scalar& a, const Tensor& b) {
+  return mul(scalar_like(a, b), b);
+}
+Tensor operator/(const Scalar& a, const Tensor& b) {
+  return div(scalar_like(a, b), b);
+}
 
 Tensor& Tensor::add_(const Tensor& other, const Scalar& alpha) {
   static const OpDef& op = op_named("add_");
@@ -181,7 +210,9 @@ Tensor& Tensor::mul_(const Tensor& other) {
   return *this;
 }
 
-Tensor& Tensor::mul_(const Scalar& other) { return mul_(scalar_like(other, *this)); }
+Tensor& Tensor::mul_(const Scalar& other) {
+  return mul_(scalar_like(other, *this));
+}
 
 // In-place arithmetic: the result keeps self's dtype and shape.
 void register_inplace_arith_ops(Dispatcher& d) {

@@ -27,8 +27,8 @@ Tensor finish(Tensor t, const TensorOptions& o) {
 
 int64_t arange_length(double start, double end, double step) {
   MF_CHECK(step != 0, "arange: step must be nonzero");
-  MF_CHECK(std::isfinite(start) && std::isfinite(end), "arange: bounds must be finite, got ",
-           start, " and ", end);
+  MF_CHECK(std::isfinite(start) && std::isfinite(end), "arange: bounds must be finite, got ", start,
+           " and ", end);
   MF_CHECK((end - start) / step >= 0 || start == end, "arange: bounds [", start, ", ", end,
            ") are inconsistent with step ", step);
   const double n = std::ceil((end - start) / step);
@@ -53,11 +53,15 @@ void fill_linear(const Tensor& out, F value_at) {
 }  // namespace
 
 void register_factory_ops(Dispatcher& d) {
-  d.def("empty").set_meta(factory_meta).non_differentiable().set_cpu(
-      [](const TensorList&, const TensorList&, const Attrs&) {});
+  d.def("empty")
+      .set_meta(factory_meta)
+      .non_differentiable()
+      .set_cpu([](const TensorList&, const TensorList&, const Attrs&) {});
 
-  d.def("full").set_meta(factory_meta).non_differentiable().set_cpu(
-      [](const TensorList&, const TensorList& out, const Attrs& a) {
+  d.def("full")
+      .set_meta(factory_meta)
+      .non_differentiable()
+      .set_cpu([](const TensorList&, const TensorList& out, const Attrs& a) {
         const Scalar v = a.scalar("value");
         cpu::fill(out[0].raw_data(), out[0].dtype(), out[0].strides(), out[0].sizes(),
                   v.to_double(), v.to_int(), v.is_floating());
@@ -119,8 +123,12 @@ Tensor full(const Shape& shape, const Scalar& value, const TensorOptions& opts) 
   return finish(call_op1(op, {}, factory_attrs(shape, opts).set_scalar("value", value)), opts);
 }
 
-Tensor zeros(const Shape& shape, const TensorOptions& opts) { return full(shape, 0, opts); }
-Tensor ones(const Shape& shape, const TensorOptions& opts) { return full(shape, 1, opts); }
+Tensor zeros(const Shape& shape, const TensorOptions& opts) {
+  return full(shape, 0, opts);
+}
+Tensor ones(const Shape& shape, const TensorOptions& opts) {
+  return full(shape, 1, opts);
+}
 
 Tensor empty_like(const Tensor& t) {
   return empty(t.sizes(), {.dtype = t.dtype(), .device = t.device()});
@@ -135,15 +143,16 @@ Tensor full_like(const Tensor& t, const Scalar& value) {
   return full(t.sizes(), value, {.dtype = t.dtype(), .device = t.device()});
 }
 
-Tensor arange(const Scalar& end, const TensorOptions& opts) { return arange(0, end, 1, opts); }
+Tensor arange(const Scalar& end, const TensorOptions& opts) {
+  return arange(0, end, 1, opts);
+}
 
 Tensor arange(const Scalar& start, const Scalar& end, const Scalar& step,
               const TensorOptions& opts) {
   static const OpDef& op = op_named("arange");
   TensorOptions o = opts;
   // A floating bound with the default integer dtype makes a float32 range, as in PyTorch.
-  if ((start.is_floating() || end.is_floating() || step.is_floating()) &&
-      o.dtype == DType::Int64)
+  if ((start.is_floating() || end.is_floating() || step.is_floating()) && o.dtype == DType::Int64)
     o.dtype = DType::Float32;
   Attrs a{{"dtype", o.dtype}, {"device", o.device}};
   a.set_scalar("start", start).set_scalar("end", end).set_scalar("step", step);

@@ -38,7 +38,9 @@ Shape broadcast_strides(const Tensor& t, const Shape& out) {
 }
 
 namespace {
-int category(DType t) { return t == DType::Bool ? 0 : is_floating(t) ? 2 : 1; }
+int category(DType t) {
+  return t == DType::Bool ? 0 : is_floating(t) ? 2 : 1;
+}
 }  // namespace
 
 DType result_type(const Tensor& a, const Tensor& b) {
@@ -72,9 +74,8 @@ Device common_device(const TensorList& ts, const char* op) {
       first = &t;
       continue;
     }
-    MF_CHECK(t.device() == first->device(), op,
-             ": expected all tensors on the same device, got ", first->device(), " and ",
-             t.device());
+    MF_CHECK(t.device() == first->device(), op, ": expected all tensors on the same device, got ",
+             first->device(), " and ", t.device());
   }
   MF_INTERNAL_ASSERT(first != nullptr);
   return first->device();
@@ -92,7 +93,9 @@ Tensor sum_to(const Tensor& grad, const Shape& shape) {
   return r.sizes() == shape ? r : r.reshape(shape);
 }
 
-Tensor as_dtype(const Tensor& t, DType dt) { return t.dtype() == dt ? t : t.to(dt); }
+Tensor as_dtype(const Tensor& t, DType dt) {
+  return t.dtype() == dt ? t : t.to(dt);
+}
 
 std::string describe(const Tensor& t) {
   return detail::str_cat(dtype_name(t.dtype()), shape_str(t.sizes()), " on ", t.device());

@@ -73,7 +73,9 @@ Tensor expand_reduced_grad(const Tensor& g, const Shape& in_sizes, const Shape& 
 
 namespace {
 
-DType sum_dtype(DType t) { return is_floating(t) ? t : DType::Int64; }
+DType sum_dtype(DType t) {
+  return is_floating(t) ? t : DType::Int64;
+}
 
 std::vector<TensorMeta> reduce_meta(const char* op, const TensorList& in, const Attrs& a,
                                     DType out) {
@@ -115,9 +117,9 @@ void register_reduction_ops(Dispatcher& d) {
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) {
         const Shape& s = ctx.input_metas[0].sizes;
-        const Shape rd = reduction_dims(ctx.attrs->ints("dims"), static_cast<int64_t>(s.size()), "sum");
-        return TensorList{
-            expand_reduced_grad(ctx.grad_output(0), s, rd, ctx.attrs->b("keepdim"))};
+        const Shape rd =
+            reduction_dims(ctx.attrs->ints("dims"), static_cast<int64_t>(s.size()), "sum");
+        return TensorList{expand_reduced_grad(ctx.grad_output(0), s, rd, ctx.attrs->b("keepdim"))};
       });
 }
 
@@ -135,11 +137,15 @@ Tensor mean(const Tensor& t, const Shape& dims, bool keepdim) {
   return sum(t, dims, keepdim) / static_cast<double>(n);
 }
 
-Tensor Tensor::sum() const { return microflex::sum(*this); }
+Tensor Tensor::sum() const {
+  return microflex::sum(*this);
+}
 Tensor Tensor::sum(const Shape& dims, bool keepdim) const {
   return microflex::sum(*this, dims, keepdim);
 }
-Tensor Tensor::mean() const { return microflex::mean(*this); }
+Tensor Tensor::mean() const {
+  return microflex::mean(*this);
+}
 Tensor Tensor::mean(const Shape& dims, bool keepdim) const {
   return microflex::mean(*this, dims, keepdim);
 }

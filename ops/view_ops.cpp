@@ -62,8 +62,7 @@ std::optional<Shape> view_strides(const Shape& old_sizes, const Shape& old_strid
   for (int64_t d = static_cast<int64_t>(old_sizes.size()) - 1; d >= 0; --d) {
     tensor_numel *= old_sizes[d];
     // A chunk ends where the next-outer dim is not contiguous with this one.
-    if (d == 0 ||
-        (old_sizes[d - 1] != 1 && old_strides[d - 1] != tensor_numel * chunk_base)) {
+    if (d == 0 || (old_sizes[d - 1] != 1 && old_strides[d - 1] != tensor_numel * chunk_base)) {
       while (view_d >= 0 && (view_numel < tensor_numel || new_sizes[view_d] == 1)) {
         ns[view_d] = view_numel * chunk_base;
         view_numel *= new_sizes[view_d];
@@ -87,7 +86,9 @@ Shape inverse_perm(const Shape& p) {
   return inv;
 }
 
-TensorMeta shaped(const Tensor& t, const Shape& s) { return {s, t.dtype(), t.device()}; }
+TensorMeta shaped(const Tensor& t, const Shape& s) {
+  return {s, t.dtype(), t.device()};
+}
 
 }  // namespace
 
@@ -179,7 +180,8 @@ void register_view_ops(Dispatcher& d) {
         Shape sizes = t.sizes(), strides = t.strides();
         sizes[dim] = (end - start + step - 1) / step;
         strides[dim] *= step;
-        return TensorList{make_view(t, sizes, strides, t.storage_offset() + start * t.strides()[dim])};
+        return TensorList{
+            make_view(t, sizes, strides, t.storage_offset() + start * t.strides()[dim])};
       })
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) {
@@ -204,7 +206,8 @@ void register_view_ops(Dispatcher& d) {
         Shape sizes = t.sizes(), strides = t.strides();
         sizes.erase(sizes.begin() + dim);
         strides.erase(strides.begin() + dim);
-        return TensorList{make_view(t, sizes, strides, t.storage_offset() + idx * t.strides()[dim])};
+        return TensorList{
+            make_view(t, sizes, strides, t.storage_offset() + idx * t.strides()[dim])};
       })
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) {

@@ -43,7 +43,8 @@ void expect_error(F&& f, const std::vector<std::string>& parts) {
     ADD_FAILURE() << "expected microflex::Error";
   } catch (const microflex::Error& e) {
     const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nmissing: " << p;
+    for (const auto& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nmissing: " << p;
   }
 }
 

@@ -20,8 +20,7 @@ void strided_loop(const std::vector<int64_t>& sizes,
     if (sizes[d] == 0) return;
     if (sizes[d] == 1) continue;
     bool merge = !sz.empty();
-    for (size_t k = 0; k < NT && merge; ++k)
-      merge = st[k].back() == (*strides[k])[d] * sizes[d];
+    for (size_t k = 0; k < NT && merge; ++k) merge = st[k].back() == (*strides[k])[d] * sizes[d];
     if (merge) {
       sz.back() *= sizes[d];
       for (size_t k = 0; k < NT; ++k) st[k].back() = (*strides[k])[d];
