@@ -216,7 +216,7 @@ TensorList GraphModule::run(const TensorList& inputs) const {
   return run_all(all);
 }
 
-TensorList GraphModule::run_all(const TensorList& all) const {
+TensorList GraphModule::run_all(const TensorList& all, bool check_shapes) const {
   const Graph& g = *graph_;
   MF_CHECK(all.size() == g.inputs().size(), "GraphModule::run: the graph takes ",
            g.inputs().size() - g.num_lifted(), " inputs (plus ", g.num_lifted(), " captured), got ",
@@ -224,7 +224,7 @@ TensorList GraphModule::run_all(const TensorList& all) const {
   std::unordered_map<int64_t, Tensor> env;
   for (size_t i = 0; i < all.size(); ++i) {
     const TensorMeta& m = g.meta(g.inputs()[i]);
-    MF_CHECK(all[i].sizes() == m.sizes && all[i].dtype() == m.dtype, "GraphModule::run: input ", i,
+    MF_CHECK(all[i].dtype() == m.dtype && (!check_shapes || all[i].sizes() == m.sizes), "GraphModule::run: input ", i,
              " is ", dtype_name(all[i].dtype()), shape_str(all[i].sizes()),
              ", the graph was traced with ", dtype_name(m.dtype), shape_str(m.sizes));
     env[g.inputs()[i]] = all[i];

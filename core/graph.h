@@ -64,8 +64,10 @@ class GraphModule {
       : graph_(std::move(g)), captured_(std::move(captured)) {}
   // Runs the graph through the dispatcher: real tensors in eager, fake under fake mode.
   TensorList run(const TensorList& inputs) const;
-  // Runs with every input given, captured ones included (in graph input order).
-  TensorList run_all(const TensorList& all_inputs) const;
+  // Runs with every input given, captured ones included (in graph input order). Without
+  // `check_shapes`, inputs may have other shapes than traced (per-element graphs run on
+  // broadcast blocks, Note [Pointwise mods] in ops/flex_attention).
+  TensorList run_all(const TensorList& all_inputs, bool check_shapes = true) const;
   const Graph& graph() const { return *graph_; }
   const std::shared_ptr<Graph>& graph_ptr() const { return graph_; }
   const TensorList& captured() const { return captured_; }
