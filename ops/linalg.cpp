@@ -1,7 +1,183 @@
+// matmul, bmm and linear: the matmul shape rule for every rank case, its backward and
+// the CPU glue that hands strided operands to kernels/cpu/matmul (no copies of
+// transposed or broadcast inputs). bmm and linear check their own shapes, then use matmul.
+#include "ops/linalg.h"
+
+#include <algorithm>
+
 #include "core/dispatch.h"
+#include "kernels/cpu/matmul.h"
+#include "ops/elementwise.h"
+#include "ops/op_utils.h"
 
 namespace microflex {
 
-void register_linalg_ops(Dispatcher&) {}
+// Note [matmul ranks]
+// A 1-D left operand [K] is promoted to a matrix [1, K] and a 1-D right operand [K] to
+// [K, 1]; the product of the promoted operands is [batch..., M, N] with batch the
+// broadcast of both operands' leading dims, and the promoted dims are removed from the
+// result. The backward promotes the same way, so every rank case is one formula:
+//   grad_a = sum_to(g @ b^T, a), grad_b = sum_to(a^T @ g, b)
+// with sum_to undoing the batch broadcast.
+
+namespace {
+
+struct MatmulShapes {
+  Shape batch;  // broadcast batch dims
+  int64_t M = 1, K = 1, N = 1;
+  Shape out;         // the result's shape, promoted dims removed
+  Shape out_matrix;  // batch + [M, N]
+};
+
+Shape promote_left(const Shape& a) {
+  return a.size() == 1 ? Shape{1, a[0]} : a;
+}
+Shape promote_right(const Shape& b) {
+  return b.size() == 1 ? Shape{b[0], 1} : b;
+}
+
+MatmulShapes matmul_shapes(const Shape& a, const Shape& b) {
+  MF_CHECK(!a.empty() && !b.empty(), "matmul: both arguments need at least 1 dim, got shapes ",
+           shape_str(a), " and ", shape_str(b));
+  const Shape a2 = promote_left(a), b2 = promote_right(b);
+  MatmulShapes s;
+  s.M = a2[a2.size() - 2];
+  s.K = a2.back();
+  s.N = b2.back();
+  const int64_t kb = b2[b2.size() - 2];
+  MF_CHECK(s.K == kb, "matmul: shapes ", shape_str(a), " and ", shape_str(b),
+           " cannot be multiplied (", s.K, " != ", kb, ")");
+  const size_t na = a2.size() - 2, nb = b2.size() - 2, n = std::max(na, nb);
+  s.batch.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t da = i < n - na ? 1 : a2[i - (n - na)];
+    const int64_t db = i < n - nb ? 1 : b2[i - (n - nb)];
+    MF_CHECK(da == db || da == 1 || db == 1, "matmul: batch dims of shapes ", shape_str(a), " and ",
+             shape_str(b), " cannot be broadcast (", da, " vs ", db, ")");
+    s.batch[i] = da == 1 ? db : da;
+  }
+  s.out = s.batch;
+  if (a.size() > 1) s.out.push_back(s.M);
+  if (b.size() > 1) s.out.push_back(s.N);
+  s.out_matrix = s.batch;
+  s.out_matrix.push_back(s.M);
+  s.out_matrix.push_back(s.N);
+  return s;
+}
+
+// Element offset of each batch entry (row-major over `batch`) of an operand whose
+// leading dims (`sizes`, `strides`) broadcast to `batch`.
+std::vector<int64_t> batch_offsets(const Shape& sizes, const Shape& strides, const Shape& batch) {
+  const size_t nb = batch.size(), lead = nb - sizes.size();
+  const int64_t total = shape_numel(batch);
+  std::vector<int64_t> offs(static_cast<size_t>(total), 0);
+  Shape idx(nb, 0);
+  for (int64_t i = 0; i < total; ++i) {
+    int64_t o = 0;
+    for (size_t d = lead; d < nb; ++d)
+      if (sizes[d - lead] != 1) o += idx[d] * strides[d - lead];
+    offs[static_cast<size_t>(i)] = o;
+    for (int64_t d = static_cast<int64_t>(nb) - 1; d >= 0; --d) {
+      if (++idx[d] < batch[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return offs;
+}
+
+void matmul_cpu(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const MatmulShapes s = matmul_shapes(a.sizes(), b.sizes());
+  // The promoted operands' sizes and strides; the stride of a promoted size-1 dim is
+  // never read.
+  Shape as = a.sizes(), ast = a.strides(), bs = b.sizes(), bst = b.strides();
+  if (a.dim() == 1) {
+    as = {1, a.sizes()[0]};
+    ast = {0, a.strides()[0]};
+  }
+  if (b.dim() == 1) {
+    bs = {b.sizes()[0], 1};
+    bst = {b.strides()[0], 0};
+  }
+  const size_t na = as.size() - 2, nb = bs.size() - 2;
+  const std::vector<int64_t> offa = batch_offsets(Shape(as.begin(), as.begin() + na),
+                                                  Shape(ast.begin(), ast.begin() + na), s.batch);
+  const std::vector<int64_t> offb = batch_offsets(Shape(bs.begin(), bs.begin() + nb),
+                                                  Shape(bst.begin(), bst.begin() + nb), s.batch);
+  const cpu::MatrixOperand ma{a.raw_data(), offa.data(), ast[na], ast[na + 1]};
+  const cpu::MatrixOperand mb{b.raw_data(), offb.data(), bst[nb], bst[nb + 1]};
+  MF_INTERNAL_ASSERT(out.is_contiguous());
+  cpu::matmul(a.dtype(), shape_numel(s.batch), s.M, s.N, s.K, ma, mb, out.raw_data());
+}
+
+}  // namespace
+
+void register_linalg_ops(Dispatcher& d) {
+  d.def("matmul")
+      .set_meta([](const TensorList& in, const Attrs&) {
+        const Tensor& a = in[0];
+        const Tensor& b = in[1];
+        MF_CHECK(a.dtype() == b.dtype(),
+                 "matmul: expected both inputs to have the same dtype, got ", a.dtype(), " and ",
+                 b.dtype(), " (shapes ", shape_str(a.sizes()), " and ", shape_str(b.sizes()), ")");
+        MF_CHECK(a.dtype() != DType::Bool, "matmul: bool inputs are not supported (shapes ",
+                 shape_str(a.sizes()), " and ", shape_str(b.sizes()), ")");
+        const Device dev = common_device(in, "matmul");
+        TensorMeta m;
+        m.sizes = matmul_shapes(a.sizes(), b.sizes()).out;
+        m.dtype = a.dtype();
+        m.device = dev;
+        return std::vector<TensorMeta>{m};
+      })
+      .set_cpu([](const TensorList& in, const TensorList& out, const Attrs&) {
+        matmul_cpu(in[0], in[1], out[0]);
+      })
+      .save(0b11, 0)
+      .set_backward([](const BackwardContext& ctx) {
+        // Note [matmul ranks]: promote 1-D operands, then one formula for every case.
+        const Tensor& a = ctx.inputs[0];
+        const Tensor& b = ctx.inputs[1];
+        const Tensor am = a.dim() == 1 ? a.unsqueeze(0) : a;  // [*A, M, K]
+        const Tensor bm = b.dim() == 1 ? b.unsqueeze(1) : b;  // [*B, K, N]
+        const MatmulShapes s = matmul_shapes(a.sizes(), b.sizes());
+        const Tensor g = ctx.grad_output(0).reshape(s.out_matrix);  // [batch, M, N]
+        TensorList r(2);
+        if (ctx.needs(0))
+          r[0] = sum_to(matmul(g, bm.transpose(-1, -2)), am.sizes()).reshape(a.sizes());
+        if (ctx.needs(1))
+          r[1] = sum_to(matmul(am.transpose(-1, -2), g), bm.sizes()).reshape(b.sizes());
+        return r;
+      });
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  static const OpDef& op = op_named("matmul");
+  return call_op1(op, {a, b});
+}
+
+Tensor bmm(const Tensor& a, const Tensor& b) {
+  MF_CHECK(a.dim() == 3 && b.dim() == 3, "bmm: expected 3-D tensors, got shapes ",
+           shape_str(a.sizes()), " and ", shape_str(b.sizes()));
+  MF_CHECK(a.sizes()[0] == b.sizes()[0], "bmm: batch sizes of shapes ", shape_str(a.sizes()),
+           " and ", shape_str(b.sizes()), " differ (", a.sizes()[0], " != ", b.sizes()[0], ")");
+  MF_CHECK(a.sizes()[2] == b.sizes()[1], "bmm: shapes ", shape_str(a.sizes()), " and ",
+           shape_str(b.sizes()), " cannot be multiplied (", a.sizes()[2], " != ", b.sizes()[1],
+           ")");
+  return matmul(a, b);
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  MF_CHECK(w.dim() == 2, "linear: weight must be 2-D [out_features, in_features], got shape ",
+           shape_str(w.sizes()));
+  MF_CHECK(x.dim() >= 1 && x.sizes().back() == w.sizes()[1], "linear: input of shape ",
+           shape_str(x.sizes()), " does not match weight of shape ", shape_str(w.sizes()),
+           " (expected the input's last dim to be ", w.sizes()[1], ")");
+  if (bias.defined()) {
+    MF_CHECK(bias.dim() == 1 && bias.sizes()[0] == w.sizes()[0], "linear: bias of shape ",
+             shape_str(bias.sizes()), " does not match weight of shape ", shape_str(w.sizes()),
+             " (expected [", w.sizes()[0], "])");
+  }
+  const Tensor y = matmul(x, w.t());  // [*, out]
+  return bias.defined() ? y + bias : y;
+}
 
 }  // namespace microflex
