@@ -44,7 +44,7 @@ def main():
     def causal(b, h, q, kv):
         return q >= kv
 
-    def run(name, B, Hq, Hkv, M, N, D, Dv=None, score_mod=None, mask_mod=None, block=32,
+    def run(name, B, Hq, Hkv, M, N, D, Dv=None, score_mod=None, mask_mod=None, block=16,
             scale=None, extra=None, learnable=None):
         Dv = Dv or D
         q = torch.randn(B, Hq, M, D, **f64).requires_grad_()
@@ -68,15 +68,15 @@ def main():
             tensors[f"{name}.{key}"] = t
         meta[name] = json.dumps({"block": block, "scale": scale})
 
-    S = 75
+    S = 45
     run("causal", 1, 2, 2, S, S, 8, mask_mod=causal)
-    W = 20
+    W = 12
     run("sliding_window", 1, 2, 2, S, S, 8,
         mask_mod=and_masks(causal, lambda b, h, q, kv: q - kv <= W))
-    P = 30
+    P = 18
     run("prefix_lm", 1, 2, 2, S, S, 8,
         mask_mod=or_masks(causal, lambda b, h, q, kv: kv < P))
-    doc = torch.tensor([0] * 20 + [1] * 33 + [2] * 22, dtype=torch.int32, device=dev)
+    doc = torch.tensor([0] * 12 + [1] * 20 + [2] * 13, dtype=torch.int32, device=dev)
     run("document", 1, 2, 2, S, S, 8, extra={"doc_ids": doc},
         mask_mod=lambda b, h, q, kv: (doc[q] == doc[kv]) & (q >= kv))
     H = 4
@@ -90,8 +90,8 @@ def main():
     bias = (0.5 * torch.randn(S, S, **f64)).requires_grad_()
     run("learnable_bias", 1, 2, 2, S, S, 8, learnable=bias, mask_mod=causal,
         score_mod=lambda s, b, h, q, kv: s + bias[q, kv])
-    run("gqa", 2, 4, 2, S, S, 8, mask_mod=causal)
-    run("m_ne_n", 1, 2, 2, 50, 90, 8, Dv=12)
+    run("gqa", 1, 4, 2, S, S, 8, mask_mod=causal)
+    run("m_ne_n", 1, 2, 2, 30, 52, 8, Dv=12)
     run("tail_128", 1, 2, 2, 130, 130, 4, mask_mod=causal, block=128)
     run("custom_scale", 1, 2, 2, S, S, 8, scale=0.3, mask_mod=causal)
     save_safetensors(out_path, tensors, meta)
