@@ -12,15 +12,23 @@ namespace microflex {
 
 namespace {
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
 
 // Host-side block lists for one (B, H) grid, before they become tensors.
 struct Lists {
   int64_t B, H, Mb, Nb;
   std::vector<int32_t> kv_num, kv_idx, full_num, full_idx;
   Lists(int64_t b, int64_t h, int64_t mb, int64_t nb)
-      : B(b), H(h), Mb(mb), Nb(nb), kv_num(b * h * mb, 0), kv_idx(b * h * mb * nb, -1),
-        full_num(b * h * mb, 0), full_idx(b * h * mb * nb, -1) {}
+      : B(b),
+        H(h),
+        Mb(mb),
+        Nb(nb),
+        kv_num(b * h * mb, 0),
+        kv_idx(b * h * mb * nb, -1),
+        full_num(b * h * mb, 0),
+        full_idx(b * h * mb * nb, -1) {}
   void add(int64_t b, int64_t h, int64_t mb, int64_t nb, bool full) {
     const int64_t row = (b * H + h) * Mb + mb;
     auto& num = full ? full_num : kv_num;
@@ -46,7 +54,9 @@ void transpose(const std::vector<int32_t>& num, const std::vector<int32_t>& idx,
     }
 }
 
-Tensor i32(const std::vector<int32_t>& v, const Shape& s) { return from_vector(v, s); }
+Tensor i32(const std::vector<int32_t>& v, const Shape& s) {
+  return from_vector(v, s);
+}
 
 BlockMask from_lists(const Lists& l, int64_t bs, int64_t M, int64_t N, MaskMod mm) {
   BlockMask bm;
@@ -137,8 +147,8 @@ BlockMask create_block_mask(const MaskMod& mask_mod, int64_t B, int64_t H, int64
 Tensor create_mask(const MaskMod& mask_mod, int64_t B, int64_t H, int64_t M, int64_t N,
                    Device device) {
   MF_CHECK(mask_mod != nullptr, "create_mask: mask_mod is empty");
-  MF_CHECK(B >= 1 && H >= 1 && M >= 1 && N >= 1, "create_mask: B, H, M, N must be >= 1, got ",
-           B, ", ", H, ", ", M, ", ", N);
+  MF_CHECK(B >= 1 && H >= 1 && M >= 1 && N >= 1, "create_mask: B, H, M, N must be >= 1, got ", B,
+           ", ", H, ", ", M, ", ", N);
   Tensor r;
   {
     RealHostScope scope;
@@ -169,7 +179,8 @@ Tensor BlockMask::to_dense() const {
   const int64_t B = batch(), H = heads(), Mb = num_q_blocks(), Nb = num_kv_blocks();
   std::vector<int32_t> d(B * H * Mb * Nb, 0);
   const auto kn = kv_num_blocks.to_vector<int32_t>(), ki = kv_indices.to_vector<int32_t>();
-  const auto fn = full_kv_num_blocks.to_vector<int32_t>(), fi = full_kv_indices.to_vector<int32_t>();
+  const auto fn = full_kv_num_blocks.to_vector<int32_t>(),
+             fi = full_kv_indices.to_vector<int32_t>();
   for (int64_t row = 0; row < B * H * Mb; ++row) {
     for (int32_t j = 0; j < kn[row]; ++j) d[row * Nb + ki[row * Nb + j]] = 1;
     for (int32_t j = 0; j < fn[row]; ++j) d[row * Nb + fi[row * Nb + j]] = 2;
@@ -216,7 +227,8 @@ BlockMask BlockMask::adjust(int64_t new_q_len, int64_t new_kv_len) const {
   const int64_t Mb = ceil_div(new_q_len, q_block_size), Nb = ceil_div(new_kv_len, kv_block_size);
   Lists l(B, H, Mb, Nb);
   const auto kn = kv_num_blocks.to_vector<int32_t>(), ki = kv_indices.to_vector<int32_t>();
-  const auto fn = full_kv_num_blocks.to_vector<int32_t>(), fi = full_kv_indices.to_vector<int32_t>();
+  const auto fn = full_kv_num_blocks.to_vector<int32_t>(),
+             fi = full_kv_indices.to_vector<int32_t>();
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t m = 0; m < Mb; ++m) {
@@ -232,9 +244,8 @@ BlockMask BlockMask::adjust(int64_t new_q_len, int64_t new_kv_len) const {
 
 BlockMask BlockMask::to(Device device) const {
   BlockMask bm = *this;
-  for (Tensor* t : {&bm.kv_num_blocks, &bm.kv_indices, &bm.full_kv_num_blocks,
-                    &bm.full_kv_indices, &bm.q_num_blocks, &bm.q_indices,
-                    &bm.full_q_num_blocks, &bm.full_q_indices})
+  for (Tensor* t : {&bm.kv_num_blocks, &bm.kv_indices, &bm.full_kv_num_blocks, &bm.full_kv_indices,
+                    &bm.q_num_blocks, &bm.q_indices, &bm.full_q_num_blocks, &bm.full_q_indices})
     *t = t->to(device);
   return bm;
 }

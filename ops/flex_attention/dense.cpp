@@ -169,13 +169,13 @@ ChunkResult chunk_forward(const FlexArgs& a, const Chunk& c, const Tensor& qw, c
     TensorList in{b_idx, h_idx, q_idx, index_list(c.partial, 3, DType::Int32, dev)};
     in.insert(in.end(), a.mask_captured.begin(), a.mask_captured.end());
     Tensor keep = a.mask_fn(in).at(0);
-    MF_CHECK(keep.dtype() == DType::Bool, "flex_attention: mask_mod must return a bool tensor, got ",
-             keep.dtype());
+    MF_CHECK(keep.dtype() == DType::Bool,
+             "flex_attention: mask_mod must return a bool tensor, got ", keep.dtype());
     const int64_t np = static_cast<int64_t>(c.partial.size());
     keep = check_broadcast(keep, {c.nb, c.nh, c.bm, np}, "mask_mod");
     if (np < n) {
-      keep = cat({keep, full({c.nb, c.nh, c.bm, n - np}, true, {.dtype = DType::Bool, .device = dev})},
-                 3);
+      keep = cat(
+          {keep, full({c.nb, c.nh, c.bm, n - np}, true, {.dtype = DType::Bool, .device = dev})}, 3);
     }
     s = where(keep, s, kNegInf);
   }

@@ -11,12 +11,12 @@ namespace microflex {
 
 // A flex_attention call unpacked from the higher-order op's operands and attributes.
 struct FlexArgs {
-  Tensor q, k, v;          // [B, Hq, M, D], [B, Hkv, N, D], [B, Hkv, N, Dv]
-  TensorList block_mask;   // the 8 BlockMask tensors, or empty for no mask
+  Tensor q, k, v;         // [B, Hq, M, D], [B, Hkv, N, D], [B, Hkv, N, Dv]
+  TensorList block_mask;  // the 8 BlockMask tensors, or empty for no mask
   int64_t q_block = 128, kv_block = 128;
   TensorList score_captured, mask_captured;
-  SubgraphFn score_fn;     // (score, b, h, q_idx, kv_idx, score_captured...) -> score
-  SubgraphFn mask_fn;      // (b, h, q_idx, kv_idx, mask_captured...) -> bool
+  SubgraphFn score_fn;  // (score, b, h, q_idx, kv_idx, score_captured...) -> score
+  SubgraphFn mask_fn;   // (b, h, q_idx, kv_idx, mask_captured...) -> bool
   double scale = 1.0;
 };
 

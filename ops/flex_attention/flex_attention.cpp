@@ -21,11 +21,11 @@ namespace {
 // the broadcast call and the per-element call differ (Note [Pointwise mods]).
 const std::set<std::string>& non_pointwise_ops() {
   static const std::set<std::string> s{
-      "sum",   "mean",        "amax",      "amin",      "max",        "min",     "argmax",
-      "argmin", "logsumexp",  "var",       "softmax",   "log_softmax", "matmul", "bmm",
-      "linear", "cat",        "stack",     "tril",      "triu",       "cross_entropy",
-      "layer_norm", "rms_norm", "dropout", "embedding", "one_hot",    "arange",  "rand",
-      "randn", "randint"};
+      "sum",     "mean",          "amax",       "amin",     "max",     "min",
+      "argmax",  "argmin",        "logsumexp",  "var",      "softmax", "log_softmax",
+      "matmul",  "bmm",           "linear",     "cat",      "stack",   "tril",
+      "triu",    "cross_entropy", "layer_norm", "rms_norm", "dropout", "embedding",
+      "one_hot", "arange",        "rand",       "randn",    "randint"};
   return s;
 }
 
@@ -43,8 +43,10 @@ void check_pointwise(const graph::Graph& g, size_t num_index_args, const char* w
     if (!from_args) continue;
     const OpDef* op = Dispatcher::get().find_or_null(n.op);
     const bool bad = non_pointwise_ops().count(n.op) || (op && op->kind == OpKind::View);
-    MF_CHECK(!bad, "flex_attention: ", which, " must be pointwise in the score and indices, but it "
-             "applies '", n.op, "' to them");
+    MF_CHECK(!bad, "flex_attention: ", which,
+             " must be pointwise in the score and indices, but it "
+             "applies '",
+             n.op, "' to them");
     for (int64_t o : n.outputs) derived.insert(o);
   }
   MF_CHECK(g.outputs().size() == 1 && g.outputs()[0] >= 0, "flex_attention: ", which,
@@ -54,7 +56,9 @@ void check_pointwise(const graph::Graph& g, size_t num_index_args, const char* w
            shape_str(g.meta(g.outputs()[0]).sizes));
 }
 
-Tensor proxy_scalar(DType dt, Device dev) { return Tensor::make({}, dt, dev, true); }
+Tensor proxy_scalar(DType dt, Device dev) {
+  return Tensor::make({}, dt, dev, true);
+}
 
 // Runs a per-element graph on broadcast blocks (shapes differ from the traced 0-d ones).
 SubgraphFn graph_fn(const graph::GraphModule& gm) {
@@ -66,12 +70,12 @@ SubgraphFn graph_fn(const graph::GraphModule& gm) {
 
 graph::GraphModule trace_score_mod(const ScoreMod& score_mod, DType score_dtype, Device device) {
   const Tensor i = proxy_scalar(DType::Int32, device);
-  graph::GraphModule gm = trace_subgraph(
-      "flex_attention", "score_mod",
-      [&](const TensorList& in) {
-        return TensorList{score_mod(in[0], in[1], in[2], in[3], in[4])};
-      },
-      {proxy_scalar(score_dtype, device), i, i, i, i});
+  graph::GraphModule gm =
+      trace_subgraph("flex_attention", "score_mod",
+                     [&](const TensorList& in) {
+                       return TensorList{score_mod(in[0], in[1], in[2], in[3], in[4])};
+                     },
+                     {proxy_scalar(score_dtype, device), i, i, i, i});
   check_pointwise(gm.graph(), 5, "score_mod");
   return gm;
 }
@@ -121,7 +125,9 @@ TensorList tail(const TensorList& ops, size_t lead) {
   return TensorList(ops.begin() + lead, ops.end());
 }
 
-DType lse_dtype(DType q) { return flex_working_dtype(q); }
+DType lse_dtype(DType q) {
+  return flex_working_dtype(q);
+}
 
 std::vector<TensorMeta> forward_metas(const TensorList& ops) {
   const Tensor &q = ops[0], &v = ops[2];
@@ -157,7 +163,8 @@ struct FlexAttentionNode final : autograd::Node {
   bool released = false;
 
   TensorList apply(const TensorList& grads) override {
-    MF_CHECK(!released, "backward of flex_attention: trying to backward through the graph a "
+    MF_CHECK(!released,
+             "backward of flex_attention: trying to backward through the graph a "
              "second time; pass retain_graph=true to the first backward");
     TensorList ops;
     for (const auto& s : saved) ops.push_back(s.unpack("flex_attention"));
@@ -186,12 +193,13 @@ struct FlexAttentionNode final : autograd::Node {
 const HigherOrderOperator& forward_op() {
   static const HigherOrderOperator* op = [] {
     auto* h = new HigherOrderOperator("flex_attention", {"score_mod", "mask_mod"});
-    h->impl(DispatchKey::CPU, [](const HigherOrderOperator&, DispatchKeySet,
-                                 const std::vector<SubgraphFn>& fns, const TensorList& ops,
-                                 const Attrs& a) { return flex_dense_forward(unpack(ops, 3, fns, a)); });
-    h->impl(DispatchKey::Fake, [](const HigherOrderOperator&, DispatchKeySet,
-                                  const std::vector<SubgraphFn>&, const TensorList& ops,
-                                  const Attrs&) { return fakes(forward_metas(ops)); });
+    h->impl(DispatchKey::CPU,
+            [](const HigherOrderOperator&, DispatchKeySet, const std::vector<SubgraphFn>& fns,
+               const TensorList& ops,
+               const Attrs& a) { return flex_dense_forward(unpack(ops, 3, fns, a)); });
+    h->impl(DispatchKey::Fake,
+            [](const HigherOrderOperator&, DispatchKeySet, const std::vector<SubgraphFn>&,
+               const TensorList& ops, const Attrs&) { return fakes(forward_metas(ops)); });
     h->impl(DispatchKey::Autograd, [](const HigherOrderOperator& self, DispatchKeySet ks,
                                       const std::vector<SubgraphFn>& fns, const TensorList& ops,
                                       const Attrs& a) {
@@ -222,12 +230,12 @@ const HigherOrderOperator& forward_op() {
       outs[0].impl()->output_nr = 0;
       return outs;
     });
-    h->impl(DispatchKey::Tracing, [](const HigherOrderOperator& self, DispatchKeySet,
-                                     const std::vector<SubgraphFn>& fns, const TensorList& ops,
-                                     const Attrs& a) {
-      const FlexArgs f = unpack(ops, 3, fns, a);
-      return trace_hop(self, fns, subgraph_examples(f), ops, a, forward_metas(ops));
-    });
+    h->impl(DispatchKey::Tracing,
+            [](const HigherOrderOperator& self, DispatchKeySet, const std::vector<SubgraphFn>& fns,
+               const TensorList& ops, const Attrs& a) {
+              const FlexArgs f = unpack(ops, 3, fns, a);
+              return trace_hop(self, fns, subgraph_examples(f), ops, a, forward_metas(ops));
+            });
     return h;
   }();
   return *op;
@@ -236,12 +244,12 @@ const HigherOrderOperator& forward_op() {
 const HigherOrderOperator& backward_op() {
   static const HigherOrderOperator* op = [] {
     auto* h = new HigherOrderOperator("flex_attention_backward", {"score_mod", "mask_mod"});
-    h->impl(DispatchKey::CPU, [](const HigherOrderOperator&, DispatchKeySet,
-                                 const std::vector<SubgraphFn>& fns, const TensorList& ops,
-                                 const Attrs& a) {
-      FlexArgs f = unpack(ops, 6, fns, a);
-      return flex_dense_backward(f, ops[5]);
-    });
+    h->impl(DispatchKey::CPU,
+            [](const HigherOrderOperator&, DispatchKeySet, const std::vector<SubgraphFn>& fns,
+               const TensorList& ops, const Attrs& a) {
+              FlexArgs f = unpack(ops, 6, fns, a);
+              return flex_dense_backward(f, ops[5]);
+            });
     auto metas = [](const TensorList& ops, const Attrs& a) {
       std::vector<TensorMeta> m;
       for (int i = 0; i < 3; ++i) m.push_back({ops[i].sizes(), ops[i].dtype(), ops[i].device()});
@@ -252,15 +260,15 @@ const HigherOrderOperator& backward_op() {
       }
       return m;
     };
-    h->impl(DispatchKey::Fake, [metas](const HigherOrderOperator&, DispatchKeySet,
-                                       const std::vector<SubgraphFn>&, const TensorList& ops,
-                                       const Attrs& a) { return fakes(metas(ops, a)); });
-    h->impl(DispatchKey::Tracing, [metas](const HigherOrderOperator& self, DispatchKeySet,
-                                          const std::vector<SubgraphFn>& fns,
-                                          const TensorList& ops, const Attrs& a) {
-      const FlexArgs f = unpack(ops, 6, fns, a);
-      return trace_hop(self, fns, subgraph_examples(f), ops, a, metas(ops, a));
-    });
+    h->impl(DispatchKey::Fake,
+            [metas](const HigherOrderOperator&, DispatchKeySet, const std::vector<SubgraphFn>&,
+                    const TensorList& ops, const Attrs& a) { return fakes(metas(ops, a)); });
+    h->impl(DispatchKey::Tracing,
+            [metas](const HigherOrderOperator& self, DispatchKeySet,
+                    const std::vector<SubgraphFn>& fns, const TensorList& ops, const Attrs& a) {
+              const FlexArgs f = unpack(ops, 6, fns, a);
+              return trace_hop(self, fns, subgraph_examples(f), ops, a, metas(ops, a));
+            });
     return h;
   }();
   return *op;
@@ -275,7 +283,8 @@ void register_runners() {
         std::vector<SubgraphFn> fns;
         for (const std::string& name : h->subgraph_names()) {
           auto g = n.subgraphs.at(name);
-          fns.push_back([g](const TensorList& x) { return graph::GraphModule(g, {}).run_all(x, false); });
+          fns.push_back(
+              [g](const TensorList& x) { return graph::GraphModule(g, {}).run_all(x, false); });
         }
         Attrs a;
         for (const auto& [k, v] : n.attrs.items())
@@ -291,15 +300,17 @@ void register_runners() {
 void validate(const Tensor& q, const Tensor& k, const Tensor& v, const FlexAttentionOptions& o) {
   MF_CHECK(q.defined() && k.defined() && v.defined(), "flex_attention: q, k and v must be defined");
   MF_CHECK(q.dim() == 4, "flex_attention: q must be 4-D [B, Hq, M, D], got ", shape_str(q.sizes()));
-  MF_CHECK(k.dim() == 4, "flex_attention: k must be 4-D [B, Hkv, N, D], got ", shape_str(k.sizes()));
-  MF_CHECK(v.dim() == 4, "flex_attention: v must be 4-D [B, Hkv, N, Dv], got ", shape_str(v.sizes()));
+  MF_CHECK(k.dim() == 4, "flex_attention: k must be 4-D [B, Hkv, N, D], got ",
+           shape_str(k.sizes()));
+  MF_CHECK(v.dim() == 4, "flex_attention: v must be 4-D [B, Hkv, N, Dv], got ",
+           shape_str(v.sizes()));
   MF_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype(),
            "flex_attention: q, k and v must have one dtype, got ", q.dtype(), ", ", k.dtype(),
            " and ", v.dtype());
   MF_CHECK(is_floating(q.dtype()), "flex_attention: expected floating inputs, got ", q.dtype());
   MF_CHECK(q.device() == k.device() && q.device() == v.device(),
-           "flex_attention: q, k and v must be on one device, got ", q.device(), ", ",
-           k.device(), " and ", v.device());
+           "flex_attention: q, k and v must be on one device, got ", q.device(), ", ", k.device(),
+           " and ", v.device());
   MF_CHECK(q.size(0) == k.size(0) && q.size(0) == v.size(0),
            "flex_attention: batch sizes differ: q ", shape_str(q.sizes()), ", k ",
            shape_str(k.sizes()), ", v ", shape_str(v.sizes()));
@@ -320,9 +331,9 @@ void validate(const Tensor& q, const Tensor& k, const Tensor& v, const FlexAtten
            ", N = ", k.size(2), ")");
   if (o.block_mask) {
     const BlockMask& bm = *o.block_mask;
-    MF_CHECK(bm.q_len == q.size(2) && bm.kv_len == k.size(2), "flex_attention: BlockMask built for ",
-             bm.q_len, "x", bm.kv_len, ", inputs are ", q.size(2), "x", k.size(2),
-             " (build it for these lengths or use BlockMask::adjust)");
+    MF_CHECK(bm.q_len == q.size(2) && bm.kv_len == k.size(2),
+             "flex_attention: BlockMask built for ", bm.q_len, "x", bm.kv_len, ", inputs are ",
+             q.size(2), "x", k.size(2), " (build it for these lengths or use BlockMask::adjust)");
     MF_CHECK(bm.batch() == 1 || bm.batch() == q.size(0), "flex_attention: BlockMask batch ",
              bm.batch(), " must be 1 or q's batch ", q.size(0));
     MF_CHECK(bm.heads() == 1 || bm.heads() == Hq, "flex_attention: BlockMask heads ", bm.heads(),
@@ -330,7 +341,8 @@ void validate(const Tensor& q, const Tensor& k, const Tensor& v, const FlexAtten
     MF_CHECK(bm.kv_num_blocks.device() == q.device(), "flex_attention: BlockMask is on ",
              bm.kv_num_blocks.device(), ", inputs on ", q.device(), " (use BlockMask::to)");
   }
-  if (o.scale) MF_CHECK(std::isfinite(*o.scale), "flex_attention: scale must be finite, got ", *o.scale);
+  if (o.scale)
+    MF_CHECK(std::isfinite(*o.scale), "flex_attention: scale must be finite, got ", *o.scale);
 }
 
 }  // namespace
@@ -349,9 +361,9 @@ FlexAttentionResult flex_attention(const Tensor& q, const Tensor& k, const Tenso
   a.set("kv_block_size", opts.block_mask ? opts.block_mask->kv_block_size : int64_t{128});
   if (opts.block_mask) {
     const BlockMask& bm = *opts.block_mask;
-    for (const Tensor& t : {bm.kv_num_blocks, bm.kv_indices, bm.full_kv_num_blocks,
-                            bm.full_kv_indices, bm.q_num_blocks, bm.q_indices,
-                            bm.full_q_num_blocks, bm.full_q_indices})
+    for (const Tensor& t :
+         {bm.kv_num_blocks, bm.kv_indices, bm.full_kv_num_blocks, bm.full_kv_indices,
+          bm.q_num_blocks, bm.q_indices, bm.full_q_num_blocks, bm.full_q_indices})
       operands.push_back(t);
   }
   std::vector<SubgraphFn> fns(2);

@@ -18,7 +18,7 @@ using ScoreMod = std::function<Tensor(const Tensor& score, const Tensor& b, cons
                                       const Tensor& q_idx, const Tensor& kv_idx)>;
 
 struct FlexAttentionOptions {
-  ScoreMod score_mod;                  // empty: scores unchanged
+  ScoreMod score_mod;                   // empty: scores unchanged
   std::optional<BlockMask> block_mask;  // empty: every key attends
   std::optional<double> scale;          // default 1/sqrt(D)
   bool enable_gqa = false;              // Hq a multiple of Hkv

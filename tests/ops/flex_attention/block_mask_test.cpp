@@ -21,12 +21,15 @@ TEST(BlockMask, CausalFieldsAndPicture) {
   // Diagonal blocks are partial, blocks below it full.
   EXPECT_EQ(bm.kv_num_blocks.to_vector<int32_t>(), (std::vector<int32_t>{1, 1, 1}));
   EXPECT_EQ(bm.full_kv_num_blocks.to_vector<int32_t>(), (std::vector<int32_t>{0, 1, 2}));
-  EXPECT_EQ(bm.kv_indices.to_vector<int32_t>(), (std::vector<int32_t>{0, -1, -1, 1, -1, -1, 2, -1, -1}));
-  EXPECT_EQ(bm.full_kv_indices.to_vector<int32_t>(), (std::vector<int32_t>{-1, -1, -1, 0, -1, -1, 0, 1, -1}));
+  EXPECT_EQ(bm.kv_indices.to_vector<int32_t>(),
+            (std::vector<int32_t>{0, -1, -1, 1, -1, -1, 2, -1, -1}));
+  EXPECT_EQ(bm.full_kv_indices.to_vector<int32_t>(),
+            (std::vector<int32_t>{-1, -1, -1, 0, -1, -1, 0, 1, -1}));
   // Transposed lists for the backward: kv block 0 is full for q blocks 1 and 2.
   EXPECT_EQ(bm.q_num_blocks.to_vector<int32_t>(), (std::vector<int32_t>{1, 1, 1}));
   EXPECT_EQ(bm.full_q_num_blocks.to_vector<int32_t>(), (std::vector<int32_t>{2, 1, 0}));
-  EXPECT_EQ(bm.full_q_indices.to_vector<int32_t>(), (std::vector<int32_t>{1, 2, -1, 2, -1, -1, -1, -1, -1}));
+  EXPECT_EQ(bm.full_q_indices.to_vector<int32_t>(),
+            (std::vector<int32_t>{1, 2, -1, 2, -1, -1, -1, -1, -1}));
   EXPECT_EQ(bm.to_dense().to_vector<int32_t>(), (std::vector<int32_t>{1, 0, 0, 2, 1, 0, 2, 2, 1}));
   EXPECT_NEAR(bm.sparsity(), 100.0 * 3 / 9, 1e-9);
   EXPECT_EQ(bm.to_string(),
@@ -70,7 +73,8 @@ TEST(BlockMask, AdjustKeepsLeadingBlocks) {
 }
 
 TEST(BlockMask, BadArguments) {
-  mftest::expect_error([&] { mf::create_block_mask(causal(), 1, 1, 0, 8); }, {"create_block_mask", "0"});
+  mftest::expect_error([&] { mf::create_block_mask(causal(), 1, 1, 0, 8); },
+                       {"create_block_mask", "0"});
   mf::MaskMod wrong = [](const mf::Tensor&, const mf::Tensor&, const mf::Tensor&,
                          const mf::Tensor&) { return mf::ones({3}, {.dtype = mf::DType::Bool}); };
   mftest::expect_error([&] { mf::create_block_mask(wrong, 1, 1, 8, 8); },

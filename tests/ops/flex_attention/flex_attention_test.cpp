@@ -31,7 +31,9 @@ mf::MaskMod causal() {
     return q >= kv;
   };
 }
-bool causal_s(int64_t, int64_t, int64_t q, int64_t kv) { return q >= kv; }
+bool causal_s(int64_t, int64_t, int64_t q, int64_t kv) {
+  return q >= kv;
+}
 
 struct Variant {
   const char* name;
@@ -45,33 +47,36 @@ std::vector<Variant> variants(int64_t H) {
   std::vector<Variant> v;
   v.push_back({"full", {}, {}, {}, {}});
   v.push_back({"causal", {}, {}, causal(), causal_s});
-  v.push_back({"sliding_window", {}, {},
-               mf::and_masks(causal(),
-                             [](const mf::Tensor&, const mf::Tensor&, const mf::Tensor& q,
-                                const mf::Tensor& kv) { return (q - kv) <= 20; }),
+  v.push_back({"sliding_window",
+               {},
+               {},
+               mf::and_masks(causal(), [](const mf::Tensor&, const mf::Tensor&, const mf::Tensor& q,
+                                          const mf::Tensor& kv) { return (q - kv) <= 20; }),
                [](int64_t, int64_t, int64_t q, int64_t kv) { return q >= kv && q - kv <= 20; }});
-  v.push_back({"prefix_lm", {}, {},
-               mf::or_masks(causal(),
-                            [](const mf::Tensor&, const mf::Tensor&, const mf::Tensor&,
-                               const mf::Tensor& kv) { return kv < 30; }),
+  v.push_back({"prefix_lm",
+               {},
+               {},
+               mf::or_masks(causal(), [](const mf::Tensor&, const mf::Tensor&, const mf::Tensor&,
+                                         const mf::Tensor& kv) { return kv < 30; }),
                [](int64_t, int64_t, int64_t q, int64_t kv) { return q >= kv || kv < 30; }});
   std::vector<double> slopes;
   for (int64_t i = 0; i < H; ++i) slopes.push_back(std::pow(2.0, -8.0 * (i + 1) / H));
   mf::Tensor slope_t = mf::from_vector(slopes);
-  v.push_back({"alibi",
-               [slope_t](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor& h,
-                         const mf::Tensor& q, const mf::Tensor& kv) {
-                 return s + slope_t.index({h}) * (kv - q);
-               },
-               [slopes](double s, int64_t, int64_t h, int64_t q, int64_t kv) {
-                 return s + slopes[h] * static_cast<double>(kv - q);
-               },
-               causal(), causal_s});
-  v.push_back({"softcap",
-               [](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor&, const mf::Tensor&,
-                  const mf::Tensor&) { return mf::tanh(s / 2.0) * 2.0; },
-               [](double s, int64_t, int64_t, int64_t, int64_t) { return 2.0 * std::tanh(s / 2.0); },
-               {}, {}});
+  v.push_back(
+      {"alibi",
+       [slope_t](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor& h, const mf::Tensor& q,
+                 const mf::Tensor& kv) { return s + slope_t.index({h}) * (kv - q); },
+       [slopes](double s, int64_t, int64_t h, int64_t q, int64_t kv) {
+         return s + slopes[h] * static_cast<double>(kv - q);
+       },
+       causal(), causal_s});
+  v.push_back(
+      {"softcap",
+       [](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor&, const mf::Tensor&,
+          const mf::Tensor&) { return mf::tanh(s / 2.0) * 2.0; },
+       [](double s, int64_t, int64_t, int64_t, int64_t) { return 2.0 * std::tanh(s / 2.0); },
+       {},
+       {}});
   return v;
 }
 
@@ -82,7 +87,8 @@ void check_against_reference(const Variant& var, int64_t B, int64_t Hq, int64_t 
              v = rnd({B, Hkv, N, Dv}, seed + 2);
   mf::FlexAttentionOptions o;
   o.score_mod = var.score_mod;
-  if (var.mask_mod) o.block_mask = mf::create_block_mask(var.mask_mod, 1, 1, M, N, mf::Device::cpu(), block);
+  if (var.mask_mod)
+    o.block_mask = mf::create_block_mask(var.mask_mod, 1, 1, M, N, mf::Device::cpu(), block);
   o.enable_gqa = Hq != Hkv;
   o.return_lse = true;
   mf::FlexAttentionResult r = mf::flex_attention(q.to(dt), k.to(dt), v.to(dt), o);
@@ -93,8 +99,10 @@ void check_against_reference(const Variant& var, int64_t B, int64_t Hq, int64_t 
   const mftest::Reference ref = mftest::reference_attention(
       q.to(dt).to(mf::DType::Float64), k.to(dt).to(mf::DType::Float64),
       v.to(dt).to(mf::DType::Float64), 1.0 / std::sqrt(double(D)), var.score_s, var.mask_s);
-  mftest::expect_close(r.out.to_vector<double>(), ref.out, tol, tol, std::string(var.name) + " out");
-  mftest::expect_close(r.lse.to_vector<double>(), ref.lse, tol, tol, std::string(var.name) + " lse");
+  mftest::expect_close(r.out.to_vector<double>(), ref.out, tol, tol,
+                       std::string(var.name) + " out");
+  mftest::expect_close(r.lse.to_vector<double>(), ref.lse, tol, tol,
+                       std::string(var.name) + " lse");
 }
 
 }  // namespace
@@ -124,7 +132,8 @@ TEST(FlexAttention, Bfloat16OutputRounding) {
 TEST(FlexAttention, DefaultBlockSizeWithTailsAndMNotN) {
   const Variant var = variants(2)[1];
   check_against_reference(var, 1, 2, 2, 129, 200, 8, 8, 128, mf::DType::Float64, 1e-12, 5);
-  check_against_reference(variants(2)[0], 1, 2, 2, 50, 90, 8, 12, 128, mf::DType::Float64, 1e-12, 6);
+  check_against_reference(variants(2)[0], 1, 2, 2, 50, 90, 8, 12, 128, mf::DType::Float64, 1e-12,
+                          6);
 }
 
 TEST(FlexAttention, FullyMaskedRowsGiveZeroAndMinusInf) {
@@ -132,9 +141,10 @@ TEST(FlexAttention, FullyMaskedRowsGiveZeroAndMinusInf) {
   mf::MaskMod mm = [](const mf::Tensor&, const mf::Tensor&, const mf::Tensor& q,
                       const mf::Tensor& kv) { return (q >= 3) & (kv <= q); };
   mf::Tensor q = rnd({1, 1, 10, 4}, 1), k = rnd({1, 1, 10, 4}, 2), v = rnd({1, 1, 10, 4}, 3);
-  mf::FlexAttentionResult r =
-      mf::flex_attention(q, k, v, {.block_mask = mf::create_block_mask(mm, 1, 1, 10, 10, mf::Device::cpu(), 4),
-                                   .return_lse = true});
+  mf::FlexAttentionResult r = mf::flex_attention(
+      q, k, v,
+      {.block_mask = mf::create_block_mask(mm, 1, 1, 10, 10, mf::Device::cpu(), 4),
+       .return_lse = true});
   const auto out = r.out.to_vector<double>(), lse = r.lse.to_vector<double>();
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(lse[i], -kInf);
@@ -143,7 +153,8 @@ TEST(FlexAttention, FullyMaskedRowsGiveZeroAndMinusInf) {
   for (double x : out) EXPECT_FALSE(std::isnan(x));
   // Gradients stay finite too.
   q.requires_grad_();
-  mf::flex_attention(q, k, v, {.block_mask = mf::create_block_mask(mm, 1, 1, 10, 10, mf::Device::cpu(), 4)})
+  mf::flex_attention(q, k, v,
+                     {.block_mask = mf::create_block_mask(mm, 1, 1, 10, 10, mf::Device::cpu(), 4)})
       .out.sum()
       .backward();
   for (double x : q.grad().to_vector<double>()) EXPECT_TRUE(std::isfinite(x));
@@ -185,12 +196,12 @@ TEST(FlexAttention, GradcheckGqaWithSoftcapAndPerHeadMask) {
                       const mf::Tensor& kv) { return kv <= qi + h - 1; };
   mf::BlockMask bm = mf::create_block_mask(mm, 1, 4, 5, 6, mf::Device::cpu(), 2);
   auto fn = [&](const mf::TensorList& in) {
-    return mf::flex_attention(in[0], in[1], in[2],
-                              {.score_mod = [](const mf::Tensor& s, const mf::Tensor&,
-                                               const mf::Tensor&, const mf::Tensor&,
-                                               const mf::Tensor&) { return mf::tanh(s) * 3.0; },
-                               .block_mask = bm,
-                               .enable_gqa = true})
+    return mf::flex_attention(
+               in[0], in[1], in[2],
+               {.score_mod = [](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor&,
+                                const mf::Tensor&, const mf::Tensor&) { return mf::tanh(s) * 3.0; },
+                .block_mask = bm,
+                .enable_gqa = true})
         .out;
   };
   mf::GradcheckResult res = mf::gradcheck(fn, {q, k, v});
@@ -199,9 +210,12 @@ TEST(FlexAttention, GradcheckGqaWithSoftcapAndPerHeadMask) {
 
 TEST(FlexAttention, FakeModeShapes) {
   mf::FakeModeGuard fake;
-  mf::Tensor q = mf::empty({2, 8, 1000, 64}, {.dtype = mf::DType::BFloat16, .device = mf::Device::cuda()});
-  mf::Tensor k = mf::empty({2, 2, 1500, 64}, {.dtype = mf::DType::BFloat16, .device = mf::Device::cuda()});
-  mf::Tensor v = mf::empty({2, 2, 1500, 32}, {.dtype = mf::DType::BFloat16, .device = mf::Device::cuda()});
+  mf::Tensor q =
+      mf::empty({2, 8, 1000, 64}, {.dtype = mf::DType::BFloat16, .device = mf::Device::cuda()});
+  mf::Tensor k =
+      mf::empty({2, 2, 1500, 64}, {.dtype = mf::DType::BFloat16, .device = mf::Device::cuda()});
+  mf::Tensor v =
+      mf::empty({2, 2, 1500, 32}, {.dtype = mf::DType::BFloat16, .device = mf::Device::cuda()});
   mf::FlexAttentionResult r = mf::flex_attention(q, k, v, {.enable_gqa = true, .return_lse = true});
   EXPECT_TRUE(r.out.is_fake());
   EXPECT_EQ(r.out.sizes(), (mf::Shape{2, 8, 1000, 32}));
@@ -224,9 +238,8 @@ TEST(FlexAttention, TracingGoldenGraph) {
   mf::Tensor slopes = mf::from_vector<double>({0.5, 0.25});
   auto fn = [&](const mf::TensorList& in) {
     mf::ScoreMod alibi = [&](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor& h,
-                             const mf::Tensor& q, const mf::Tensor& kv) {
-      return s + slopes.index({h}) * (kv - q);
-    };
+                             const mf::Tensor& q,
+                             const mf::Tensor& kv) { return s + slopes.index({h}) * (kv - q); };
     return mf::TensorList{mf::flex_attention(in[0], in[1], in[2], {.score_mod = alibi}).out};
   };
   mf::Tensor q = rnd({1, 2, 4, 3}, 1), k = rnd({1, 2, 5, 3}, 2), v = rnd({1, 2, 5, 3}, 3);
@@ -258,18 +271,30 @@ TEST(FlexAttention, MutatingScoreModIsRejected) {
 
 TEST(FlexAttention, BadInputErrors) {
   mf::Tensor q = rnd({2, 4, 8, 16}, 1), k = rnd({2, 4, 8, 16}, 2);
-  mftest::expect_error([&] { mf::flex_attention(q, rnd({3, 4, 8, 16}, 1), rnd({3, 4, 8, 16}, 1)); },
-                       {"flex_attention: batch sizes differ", "[2, 4, 8, 16]", "[3, 4, 8, 16]"});
-  mftest::expect_error([&] { mf::flex_attention(q, rnd({2, 2, 8, 16}, 1), rnd({2, 2, 8, 16}, 1)); },
-                       {"4 heads", "2", "enable_gqa"});
   mftest::expect_error(
-      [&] { mf::flex_attention(q, rnd({2, 3, 8, 16}, 1), rnd({2, 3, 8, 16}, 1), {.enable_gqa = true}); },
+      [&] {
+        mf::flex_attention(q, rnd({3, 4, 8, 16}, 1), rnd({3, 4, 8, 16}, 1));
+      },
+      {"flex_attention: batch sizes differ", "[2, 4, 8, 16]", "[3, 4, 8, 16]"});
+  mftest::expect_error(
+      [&] {
+        mf::flex_attention(q, rnd({2, 2, 8, 16}, 1), rnd({2, 2, 8, 16}, 1));
+      },
+      {"4 heads", "2", "enable_gqa"});
+  mftest::expect_error(
+      [&] {
+        mf::flex_attention(q, rnd({2, 3, 8, 16}, 1), rnd({2, 3, 8, 16}, 1), {.enable_gqa = true});
+      },
       {"multiple", "4", "3"});
-  mftest::expect_error([&] { mf::flex_attention(q, rnd({2, 4, 8, 8}, 1), rnd({2, 4, 8, 16}, 1)); },
-                       {"head dim D = 16", "8"});
+  mftest::expect_error(
+      [&] {
+        mf::flex_attention(q, rnd({2, 4, 8, 8}, 1), rnd({2, 4, 8, 16}, 1));
+      },
+      {"head dim D = 16", "8"});
   mftest::expect_error([&] { mf::flex_attention(q, k.to(mf::DType::Float32), k); },
                        {"one dtype", "float64", "float32"});
-  mftest::expect_error([&] { mf::flex_attention(q.flatten(0, 1), k, k); }, {"q must be 4-D", "[8, 8, 16]"});
+  mftest::expect_error([&] { mf::flex_attention(q.flatten(0, 1), k, k); },
+                       {"q must be 4-D", "[8, 8, 16]"});
   mf::BlockMask bm = mf::create_block_mask(causal(), 1, 1, 256, 256);
   mftest::expect_error(
       [&] {

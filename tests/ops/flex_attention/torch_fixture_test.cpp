@@ -16,8 +16,8 @@ using Fixture = std::map<std::string, mf::Tensor>;
 const Fixture& fixtures() {
   static const Fixture f = [] {
     Fixture m;
-    for (auto& [name, t] :
-         mf::load_safetensors(std::string(MICROFLEX_TEST_DATA_DIR) + "/flex_attention_fixtures.safetensors"))
+    for (auto& [name, t] : mf::load_safetensors(std::string(MICROFLEX_TEST_DATA_DIR) +
+                                                "/flex_attention_fixtures.safetensors"))
       m[name] = t;
     return m;
   }();
@@ -43,9 +43,9 @@ std::vector<Case> cases() {
   c.push_back({"sliding_window",
                mf::and_masks(causal, [](const mf::Tensor&, const mf::Tensor&, const mf::Tensor& q,
                                         const mf::Tensor& kv) { return (q - kv) <= 12; })});
-  c.push_back({"prefix_lm",
-               mf::or_masks(causal, [](const mf::Tensor&, const mf::Tensor&, const mf::Tensor&,
-                                       const mf::Tensor& kv) { return kv < 18; })});
+  c.push_back(
+      {"prefix_lm", mf::or_masks(causal, [](const mf::Tensor&, const mf::Tensor&, const mf::Tensor&,
+                                            const mf::Tensor& kv) { return kv < 18; })});
   const mf::Tensor doc = fixtures().at("document.doc_ids");
   c.push_back({"document", [doc](const mf::Tensor&, const mf::Tensor&, const mf::Tensor& q,
                                  const mf::Tensor& kv) {
@@ -54,13 +54,13 @@ std::vector<Case> cases() {
   c.push_back({"alibi", causal, 16, {}, "", [](const Fixture& f, const mf::Tensor&) {
                  const mf::Tensor slopes = f.at("alibi.slopes");
                  return [slopes](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor& h,
-                                 const mf::Tensor& q, const mf::Tensor& kv) {
-                   return s + slopes.index({h}) * (kv - q);
-                 };
+                                 const mf::Tensor& q,
+                                 const mf::Tensor& kv) { return s + slopes.index({h}) * (kv - q); };
                }});
   c.push_back({"softcap", {}, 16, {}, "", [](const Fixture&, const mf::Tensor&) {
-                 return [](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor&,
-                           const mf::Tensor&, const mf::Tensor&) { return mf::tanh(s / 2.0) * 2.0; };
+                 return
+                     [](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor&,
+                        const mf::Tensor&, const mf::Tensor&) { return mf::tanh(s / 2.0) * 2.0; };
                }});
   c.push_back({"relative_bias", {}, 16, {}, "bias", [S](const Fixture&, const mf::Tensor& rel) {
                  return [rel, S](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor&,
@@ -70,7 +70,9 @@ std::vector<Case> cases() {
                }});
   c.push_back({"learnable_bias", causal, 16, {}, "bias", [](const Fixture&, const mf::Tensor& b) {
                  return [b](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor&,
-                            const mf::Tensor& q, const mf::Tensor& kv) { return s + b.index({q, kv}); };
+                            const mf::Tensor& q, const mf::Tensor& kv) {
+                   return s + b.index({q, kv});
+                 };
                }});
   c.push_back({"gqa", causal});
   c.push_back({"m_ne_n", {}});
@@ -93,7 +95,9 @@ TEST_P(TorchFixture, OutLseAndGradientsMatchPyTorch) {
   mf::Tensor learn;
   if (!cs.learnable.empty()) learn = f.at(p + cs.learnable).clone().requires_grad_();
   mf::FlexAttentionOptions o;
-  if (cs.mask) o.block_mask = mf::create_block_mask(cs.mask, 1, 1, q.size(2), k.size(2), mf::Device::cpu(), cs.block);
+  if (cs.mask)
+    o.block_mask =
+        mf::create_block_mask(cs.mask, 1, 1, q.size(2), k.size(2), mf::Device::cpu(), cs.block);
   if (cs.score) o.score_mod = cs.score(f, learn);
   o.scale = cs.scale;
   o.enable_gqa = q.size(1) != k.size(1);
@@ -105,7 +109,8 @@ TEST_P(TorchFixture, OutLseAndGradientsMatchPyTorch) {
   mftest::expect_close(q.grad(), f.at(p + "dq"), 1e-12, 1e-10, p + "dq");
   mftest::expect_close(k.grad(), f.at(p + "dk"), 1e-12, 1e-10, p + "dk");
   mftest::expect_close(v.grad(), f.at(p + "dv"), 1e-12, 1e-10, p + "dv");
-  if (learn.defined()) mftest::expect_close(learn.grad(), f.at(p + "dbias"), 1e-12, 1e-10, p + "dbias");
+  if (learn.defined())
+    mftest::expect_close(learn.grad(), f.at(p + "dbias"), 1e-12, 1e-10, p + "dbias");
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, TorchFixture,
