@@ -5,10 +5,13 @@
 #include "core/dispatch.h"
 #include "kernels/cpu/copy.h"
 #include "ops/op_utils.h"
+#ifdef MICROFLEX_WITH_CUDA
+#include "kernels/cuda/copy.h"
+#endif
 
 namespace microflex {
 
-// Moves bytes between devices; provided by the CUDA backend when built in.
+// Moves bytes between devices; set by the CUDA backend when built in (core/cuda_backend.cpp).
 void (*g_cross_device_copy)(const Tensor& dst, const Tensor& src) = nullptr;
 
 namespace {
@@ -18,7 +21,32 @@ void cpu_copy(const Tensor& dst, const Tensor& src) {
                     broadcast_strides(src, dst.sizes()), dst.sizes());
 }
 
+// Same-device copy on the GPU (src broadcasts to dst's shape), or across devices.
+void cuda_copy(const Tensor& dst, const Tensor& src) {
+#ifdef MICROFLEX_WITH_CUDA
+  if (src.device() != dst.device()) return g_cross_device_copy(dst, src);
+  cuda::copy_convert(dst.device().index, dst.raw_data(), dst.dtype(),
+                     cuda::make_geometry(dst.sizes(), dst.strides(), "copy"), src.raw_data(),
+                     src.dtype(),
+                     cuda::make_geometry(dst.sizes(), broadcast_strides(src, dst.sizes()), "copy"));
+#else
+  MF_CHECK(false, "copy: microflex was built without CUDA (", dst.device(), ")");
+#endif
+}
+
 }  // namespace
+
+void cuda_fill(const Tensor& t, const Scalar& v) {
+#ifdef MICROFLEX_WITH_CUDA
+  cuda::fill(t.device().index, t.raw_data(), t.dtype(),
+             cuda::make_geometry(t.sizes(), t.strides(), "fill_"), v.to_double(), v.to_int(),
+             v.is_floating());
+#else
+  MF_CHECK(false, "fill_: microflex was built without CUDA (", t.device(), ")");
+#endif
+}
+
+namespace {}  // namespace
 
 void register_copy_ops(Dispatcher& d) {
   d.def("to_dtype")
@@ -27,6 +55,9 @@ void register_copy_ops(Dispatcher& d) {
       })
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs&) {
         cpu_copy(out[0], in[0]);
+      })
+      .set_cuda([](const TensorList& in, const TensorList& out, const Attrs&) {
+        cuda_copy(out[0], in[0]);
       })
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) {
@@ -60,6 +91,9 @@ void register_copy_ops(Dispatcher& d) {
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs&) {
         cpu_copy(out[0], in[0]);
       })
+      .set_cuda([](const TensorList& in, const TensorList& out, const Attrs&) {
+        cuda_copy(out[0], in[0]);
+      })
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) { return TensorList{ctx.grad_output(0)}; });
 
@@ -79,6 +113,8 @@ void register_copy_ops(Dispatcher& d) {
                  " needs the CUDA backend");
         g_cross_device_copy(in[0], in[1]);
       })
+      .set_cuda(
+          [](const TensorList& in, const TensorList&, const Attrs&) { cuda_copy(in[0], in[1]); })
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) {
         TensorList g(2);
@@ -98,6 +134,9 @@ void register_copy_ops(Dispatcher& d) {
         const Scalar v = a.scalar("value");
         cpu::fill(in[0].raw_data(), in[0].dtype(), in[0].strides(), in[0].sizes(), v.to_double(),
                   v.to_int(), v.is_floating());
+      })
+      .set_cuda([](const TensorList& in, const TensorList&, const Attrs& a) {
+        cuda_fill(in[0], a.scalar("value"));
       })
       .save(0, 0)
       .set_backward([](const BackwardContext&) { return TensorList(1); });

@@ -9,7 +9,18 @@
 
 namespace microflex {
 
+void cuda_fill(const Tensor& t, const Scalar& v);  // ops/copy_ops.cpp
+
 namespace {
+
+// Factories on the GPU whose values are computed on the host: fill a host tensor with the
+// CPU kernel, then copy it over.
+void via_host(const ComputeFn& cpu, const TensorList& in, const Tensor& out, const Attrs& a) {
+  Tensor host = Tensor::make(out.sizes(), out.dtype(), Device::cpu(), false);
+  cpu(in, {host}, a);
+  Tensor o = out;
+  o.copy_(host);
+}
 
 Attrs factory_attrs(const Shape& shape, const TensorOptions& o) {
   return Attrs{{"shape", shape}, {"dtype", o.dtype}, {"device", o.device}};
@@ -65,6 +76,9 @@ void register_factory_ops(Dispatcher& d) {
         const Scalar v = a.scalar("value");
         cpu::fill(out[0].raw_data(), out[0].dtype(), out[0].strides(), out[0].sizes(),
                   v.to_double(), v.to_int(), v.is_floating());
+      })
+      .set_cuda([](const TensorList&, const TensorList& out, const Attrs& a) {
+        cuda_fill(out[0], a.scalar("value"));
       });
 
   d.def("scalar_tensor")
@@ -77,9 +91,13 @@ void register_factory_ops(Dispatcher& d) {
         const Scalar v = a.scalar("value");
         cpu::fill(out[0].raw_data(), out[0].dtype(), {}, {}, v.to_double(), v.to_int(),
                   v.is_floating());
+      })
+      .set_cuda([](const TensorList&, const TensorList& out, const Attrs& a) {
+        cuda_fill(out[0], a.scalar("value"));
       });
 
-  d.def("arange")
+  OpDef& arange_op = d.def("arange");
+  arange_op
       .set_meta([](const TensorList&, const Attrs& a) {
         const int64_t n = arange_length(a.f("start"), a.f("end"), a.f("step"));
         return std::vector<TensorMeta>{{{n}, a.dtype("dtype"), a.device("device")}};
@@ -90,7 +108,8 @@ void register_factory_ops(Dispatcher& d) {
         fill_linear(out[0], [&](int64_t i) { return start + step * static_cast<double>(i); });
       });
 
-  d.def("linspace")
+  OpDef& linspace_op = d.def("linspace");
+  linspace_op
       .set_meta([](const TensorList&, const Attrs& a) {
         MF_CHECK(a.i("steps") >= 0, "linspace: steps must be non-negative, got ", a.i("steps"));
         return std::vector<TensorMeta>{{{a.i("steps")}, a.dtype("dtype"), a.device("device")}};
@@ -106,6 +125,10 @@ void register_factory_ops(Dispatcher& d) {
                            : end - step * static_cast<double>(n - 1 - i);
         });
       });
+  for (OpDef* op : {&arange_op, &linspace_op})
+    op->set_cuda([op](const TensorList& in, const TensorList& out, const Attrs& a) {
+      via_host(op->compute[0], in, out[0], a);
+    });
 }
 
 Tensor empty(const Shape& shape, const TensorOptions& opts) {

@@ -17,8 +17,10 @@ void register_shape_ops(Dispatcher& d);
 void register_nn_ops(Dispatcher& d);
 void register_random_ops(Dispatcher& d);
 void register_modes(Dispatcher& d);
+void register_cuda_backend();
 
 void register_builtin_ops(Dispatcher& d) {
+  register_cuda_backend();
   register_copy_ops(d);
   register_view_ops(d);
   register_factory_ops(d);
