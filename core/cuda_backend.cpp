@@ -14,6 +14,7 @@
 
 #include "core/dispatch.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "kernels/cuda/copy.h"
 #include "kernels/cuda/cuda_utils.h"
 
@@ -80,6 +81,8 @@ class CachingAllocator final : public Allocator {
       cudaError_t err = cudaMalloc(&p, static_cast<size_t>(size));
       if (err != cudaSuccess) {
         cudaGetLastError();
+        log::debug("cudaMalloc of ", size, " bytes failed on cuda:", device_,
+                   "; releasing cached blocks and retrying");
         release_cached();
         err = cudaMalloc(&p, static_cast<size_t>(size));
       }
