@@ -208,8 +208,20 @@ TensorList autograd_kernel(const OpDef& op, DispatchKeySet ks, const TensorList&
   // An in-place op overwrites input 0: keep its old value if the backward needs it.
   Tensor old_self;
   if (any && op.kind == OpKind::InPlace && (op.save_inputs & 1)) {
-    ExcludeKeyGuard g(DispatchKeySet{DispatchKey::Autograd});
-    old_self = in[0].clone();
+    // The copy is part of the computation: when a trace is active (it excluded its key
+    // for the ops below it), it must be recorded too, or a joint graph would lack it.
+    LocalDispatchState& tls = local_dispatch_state();
+    const DispatchKeySet saved_excluded = tls.excluded;
+    DispatchKeySet ex = saved_excluded.add(DispatchKey::Autograd);
+    if (tls.included.has(DispatchKey::Tracing)) ex = ex.remove(DispatchKey::Tracing);
+    tls.excluded = ex;
+    try {
+      old_self = in[0].clone();
+    } catch (...) {
+      tls.excluded = saved_excluded;
+      throw;
+    }
+    tls.excluded = saved_excluded;
   }
   std::vector<Edge> edges(in.size());
   std::vector<TensorMeta> in_metas(in.size());

@@ -152,6 +152,16 @@ struct Dispatcher::Impl {
 
 namespace {
 
+// An in-place op may not write through a tensor where several elements share memory
+// (an expanded view): the result would depend on the order of the writes.
+void check_no_internal_overlap(const OpDef& op, const Tensor& t) {
+  for (int64_t d = 0; d < t.dim(); ++d)
+    MF_CHECK(t.sizes()[d] <= 1 || t.strides()[d] != 0, op.name,
+             ": unsupported in-place write into a tensor where several elements share one "
+             "memory location (shape ", shape_str(t.sizes()), ", strides ", shape_str(t.strides()),
+             "); clone() it first");
+}
+
 TensorList backend_kernel(const OpDef& op, DispatchKey key, const TensorList& in,
                           const Attrs& attrs) {
   if (op.kind == OpKind::View) return op.view(in, attrs);
@@ -160,6 +170,7 @@ TensorList backend_kernel(const OpDef& op, DispatchKey key, const TensorList& in
   const ComputeFn& fn = op.compute[key == DispatchKey::CPU ? 0 : 1];
   MF_CHECK(fn != nullptr, op.name, ": no ", dispatch_key_name(key), " kernel is registered");
   if (op.kind == OpKind::InPlace) {
+    check_no_internal_overlap(op, in.at(0));
     TensorList outs{in.at(0)};
     fn(in, outs, attrs);
     in[0].bump_version();
@@ -175,6 +186,7 @@ TensorList fake_kernel(const OpDef& op, const TensorList& in, const Attrs& attrs
   MF_INTERNAL_ASSERT(op.meta, "op ", op.name, " has no shape rule");
   std::vector<TensorMeta> metas = op.meta(in, attrs);
   if (op.kind == OpKind::InPlace) {
+    check_no_internal_overlap(op, in.at(0));
     in.at(0).bump_version();
     return {in[0]};
   }

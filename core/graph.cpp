@@ -163,8 +163,18 @@ Tensor Tracer::placeholder(const Tensor& example) {
   return p;
 }
 
+// Note [Aliases of recorded values]
+// Autograd saves detached aliases of an op's outputs (same storage, same geometry) before
+// the Tracing kernel has bound those outputs to graph values, so a backward formula that
+// reads a saved output holds a tensor the tracer has not seen. Such a tensor is the
+// recorded value, not a captured one: it is recognised by its storage and geometry.
 Tensor Tracer::proxy_for(const Tensor& t) {
   if (owns(t)) return t;
+  auto al = aliases_.find({t.storage().get(), t.storage_offset(), t.sizes(), t.strides()});
+  if (al != aliases_.end()) {
+    bind(t, al->second);
+    return t;
+  }
   auto it = lifted_.find(t.impl());
   if (it != lifted_.end()) return it->second;
   // A captured tensor: lift it to a graph input (Note [Graph values]).
@@ -179,6 +189,7 @@ Tensor Tracer::proxy_for(const Tensor& t) {
 void Tracer::bind(const Tensor& t, int64_t id) {
   t.impl()->tracer = this;
   t.impl()->proxy_id = id;
+  aliases_[{t.storage().get(), t.storage_offset(), t.sizes(), t.strides()}] = id;
 }
 
 int64_t Tracer::id_of(const Tensor& t) const {

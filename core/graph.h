@@ -5,6 +5,7 @@
 #pragma once
 #include <functional>
 #include <map>
+#include <tuple>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -116,6 +117,8 @@ class Tracer {
  private:
   std::shared_ptr<Graph> graph_;
   std::unordered_map<const TensorImpl*, Tensor> lifted_;  // captured impl -> proxy
+  // Note [Aliases of recorded values]: (storage, offset, sizes, strides) -> value id.
+  std::map<std::tuple<const Storage*, int64_t, Shape, Shape>, int64_t> aliases_;
   TensorList captured_, lifted_proxies_;
 };
 
