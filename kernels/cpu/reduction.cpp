@@ -36,6 +36,23 @@ bool beats(A v, A best, bool is_max) {
   return is_max ? v > best : v < best;
 }
 
+// The sum of row[0..r) in S. Eight independent partial sums let the adds overlap (one
+// running sum is bound by the add latency and never vectorizes); each partial still
+// accumulates in S, so float inputs keep float64 accumulation.
+template <typename S, typename T>
+S row_sum(const T* row, int64_t r) {
+  constexpr int64_t kParts = 8;
+  S part[kParts] = {};
+  int64_t j = 0;
+  for (; j + kParts <= r; j += kParts)
+    for (int64_t k = 0; k < kParts; ++k)
+      part[k] += static_cast<S>(static_cast<acc_t<T>>(row[j + k]));
+  S tail = 0;
+  for (; j < r; ++j) tail += static_cast<S>(static_cast<acc_t<T>>(row[j]));
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7])) +
+         tail;
+}
+
 }  // namespace
 
 void sum_rows(const void* in, DType in_type, void* out, DType out_type, int64_t outer, int64_t r) {
@@ -45,12 +62,7 @@ void sum_rows(const void* in, DType in_type, void* out, DType out_type, int64_t 
     const T* p = static_cast<const T*>(in);
     MF_DISPATCH_ALL(out_type, "sum", [&] {
       scalar_t* q = static_cast<scalar_t*>(out);
-      for (int64_t o = 0; o < outer; ++o) {
-        const T* row = p + o * r;
-        S acc = 0;
-        for (int64_t j = 0; j < r; ++j) acc += static_cast<S>(static_cast<acc_t<T>>(row[j]));
-        q[o] = store<scalar_t>(acc);
-      }
+      for (int64_t o = 0; o < outer; ++o) q[o] = store<scalar_t>(row_sum<S>(p + o * r, r));
     });
   });
 }
@@ -61,9 +73,7 @@ void mean_rows(const void* in, DType type, void* out, int64_t outer, int64_t r) 
     const T* p = static_cast<const T*>(in);
     T* q = static_cast<T*>(out);
     for (int64_t o = 0; o < outer; ++o) {
-      const T* row = p + o * r;
-      double acc = 0;
-      for (int64_t j = 0; j < r; ++j) acc += static_cast<double>(static_cast<acc_t<T>>(row[j]));
+      const double acc = row_sum<double>(p + o * r, r);
       q[o] = static_cast<T>(static_cast<acc_t<T>>(acc / static_cast<double>(r)));
     }
   });

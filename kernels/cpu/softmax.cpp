@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace microflex::cpu {
@@ -18,6 +19,36 @@ namespace microflex::cpu {
 // row needs (its output is 0 and its backward gives 0). logsumexp of such a row is -inf.
 // Sums accumulate in float64; exp runs in acc_t (float for 16-bit types and float32).
 
+namespace {
+
+// softmax over contiguous rows (inner == 1, the last dim) of float or double, where the
+// output can hold exp(x - m) exactly as computed: each exp is evaluated once, stored, and
+// scaled in a second pass, instead of once for the sum and again for the output. The
+// results are the same as the general loop's.
+template <typename T>
+void softmax_last_dim(const T* px, T* py, int64_t outer, int64_t r) {
+  for (int64_t o = 0; o < outer; ++o) {
+    const T* xr = px + o * r;
+    T* yr = py + o * r;
+    T m = -std::numeric_limits<T>::infinity();
+    for (int64_t j = 0; j < r; ++j) m = std::max(m, xr[j]);
+    if (std::isinf(m) && m < 0) {
+      std::fill(yr, yr + r, T(0));
+      continue;
+    }
+    double s = 0;
+    for (int64_t j = 0; j < r; ++j) {
+      const T e = std::exp(xr[j] - m);
+      yr[j] = e;
+      s += static_cast<double>(e);
+    }
+    const T norm = static_cast<T>(1.0 / s);
+    for (int64_t j = 0; j < r; ++j) yr[j] *= norm;
+  }
+}
+
+}  // namespace
+
 void softmax_forward(const void* x, void* y, DType type, int64_t outer, int64_t r, int64_t inner,
                      bool log) {
   MF_DISPATCH_FLOATING(type, log ? "log_softmax" : "softmax", [&] {
@@ -25,6 +56,9 @@ void softmax_forward(const void* x, void* y, DType type, int64_t outer, int64_t 
     using A = acc_t<T>;
     const T* px = static_cast<const T*>(x);
     T* py = static_cast<T*>(y);
+    if constexpr (std::is_same_v<T, A>) {
+      if (inner == 1 && !log) return softmax_last_dim(px, py, outer, r);
+    }
     std::vector<A> m(static_cast<size_t>(inner));
     std::vector<double> s(static_cast<size_t>(inner));
     for (int64_t o = 0; o < outer; ++o) {
