@@ -24,8 +24,10 @@ class Allocator {
   virtual void reset_peak() = 0;
 };
 
-// The CPU allocator: 64-byte aligned blocks from the system.
+// The CPU allocator: 64-byte aligned blocks, large ones cached (Note [CPU block cache]).
 Allocator* cpu_allocator();
+// Returns the CPU allocator's cached blocks to the system.
+void empty_cpu_cache();
 // The allocator for real memory on `device` (CUDA needs the CUDA backend).
 Allocator* allocator_for(Device device);
 // The accounting-only allocator fake tensors on `device` draw from.
