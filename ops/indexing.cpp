@@ -1,7 +1,7 @@
 // index, index_backward, gather, index_select, embedding and masked_fill: shape rules,
-// backward formulas and CPU glue. Every gather-like op is advanced indexing of its
-// source by a list of broadcasting index tensors (Note [Index lists]); all of them share
-// one backward, the registered scatter-add op index_backward.
+// backward formulas and the CPU and CUDA glue. Every gather-like op is advanced indexing
+// of its source by a list of broadcasting index tensors (Note [Index lists]); all of them
+// share one backward, the registered scatter-add op index_backward.
 #include "ops/indexing.h"
 
 #include "core/dispatch.h"
@@ -11,6 +11,10 @@
 #include "ops/elementwise.h"
 #include "ops/op_utils.h"
 #include "ops/reduction.h"
+
+#ifdef MICROFLEX_WITH_CUDA
+#include "kernels/cuda/indexing.h"
+#endif
 
 namespace microflex {
 
@@ -136,7 +140,8 @@ TensorList tail(const TensorList& in) {
 }
 
 void masked_fill_cpu(const Tensor& t, const Tensor& mask, const Tensor& value, const Tensor& out) {
-  const Tensor v = as_dtype(value, out.dtype());
+  // The 0-d value may live on a GPU (the shape rule only ties t and mask to one device).
+  const Tensor v = as_dtype(value.is_cpu() ? value : value.to(Device::cpu()), out.dtype());
   const Shape st = broadcast_strides(t, out.sizes()), sm = broadcast_strides(mask, out.sizes());
   MF_DISPATCH_ALL(out.dtype(), "masked_fill", [&] {
     using T = scalar_t;
@@ -145,6 +150,89 @@ void masked_fill_cpu(const Tensor& t, const Tensor& mask, const Tensor& value, c
                      out.strides(), st, sm, [fill](T x, bool m) { return m ? fill : x; });
   });
 }
+
+#ifdef MICROFLEX_WITH_CUDA
+// The GPU reads the index tensors in place (int32 or int64, broadcast by strides) and
+// checks their bounds on the device: a bad index reads and writes nothing, is recorded
+// in a small device buffer and read back after the kernel (a stream sync), then raised
+// with the CPU path's message (naming a bad value the kernel saw, not necessarily the
+// first one).
+
+cuda::IndexArgs index_args_cuda(const char* op, const Shape& src, const TensorList& idx) {
+  const Shape P = index_list_shape(op, src, idx);
+  MF_CHECK(src.size() <= static_cast<size_t>(cuda::kMaxDims), op,
+           ": CUDA kernels support sources of at most ", cuda::kMaxDims, " dims, got shape ",
+           shape_str(src));
+  MF_CHECK(P.size() <= static_cast<size_t>(cuda::kMaxDims), op,
+           ": CUDA kernels support index shapes of at most ", cuda::kMaxDims, " dims, got ",
+           shape_str(P));
+  cuda::IndexArgs a;
+  a.k = static_cast<int>(idx.size());
+  a.ndim = static_cast<int>(P.size());
+  for (size_t d = 0; d < P.size(); ++d) a.P[d] = P[d];
+  for (size_t j = 0; j < idx.size(); ++j) {
+    a.data[j] = idx[j].raw_data();
+    a.is_int32[j] = idx[j].dtype() == DType::Int32;
+    const Shape st = broadcast_strides(idx[j], P);
+    for (size_t d = 0; d < P.size(); ++d) a.strides[j][d] = st[d];
+  }
+  return a;
+}
+
+Tensor fault_buffer(Device device) {
+  return Tensor::make({static_cast<int64_t>(sizeof(cuda::IndexFault) / sizeof(int64_t))},
+                      DType::Int64, device, false);
+}
+
+void raise_fault(const char* op, const cuda::IndexFault& f, const Shape& src) {
+  MF_CHECK(f.bad == 0, op, ": index ", f.value, " is out of bounds for dim ", f.dim, " with size ",
+           src[static_cast<size_t>(f.dim)]);
+}
+
+void index_cuda(const char* op, const Tensor& src, const TensorList& idx, const Tensor& out) {
+  const cuda::IndexArgs a = index_args_cuda(op, src.sizes(), idx);
+  const Tensor fault = fault_buffer(out.device());
+  MF_INTERNAL_ASSERT(out.is_contiguous());
+  const cuda::IndexFault f =
+      cuda::index_gather(out.device().index, out.raw_data(), src.raw_data(), src.element_size(),
+                         cuda::make_geometry(src.sizes(), src.strides(), op), a, fault.raw_data());
+  raise_fault(op, f, src.sizes());
+}
+
+void index_backward_cuda(const Tensor& grad, const TensorList& idx, const Tensor& out) {
+  const Shape& sizes = out.sizes();
+  const cuda::IndexArgs a = index_args_cuda("index_backward", sizes, idx);
+  // 16-bit gradients accumulate in float32 and are rounded once at the end.
+  const bool half = out.dtype() == DType::Float16 || out.dtype() == DType::BFloat16;
+  const Tensor acc = half ? Tensor::make(sizes, DType::Float32, out.device(), false) : Tensor();
+  const Tensor fault = fault_buffer(out.device());
+  MF_INTERNAL_ASSERT(out.is_contiguous());
+  const cuda::IndexFault f = cuda::index_scatter_add(
+      out.device().index, out.dtype(), out.raw_data(),
+      cuda::make_geometry(sizes, out.strides(), "index_backward"), grad.raw_data(),
+      cuda::make_geometry(grad.sizes(), grad.strides(), "index_backward"), a,
+      half ? acc.raw_data() : nullptr, fault.raw_data());
+  raise_fault("index_backward", f, sizes);
+}
+
+void masked_fill_cuda(const Tensor& t, const Tensor& mask, const Tensor& value, const Tensor& out) {
+  const Shape& sz = out.sizes();
+  const cuda::Geometry og = cuda::make_geometry(sz, out.strides(), "masked_fill");
+  const cuda::Geometry tg = cuda::make_geometry(sz, broadcast_strides(t, sz), "masked_fill");
+  const cuda::Geometry mg = cuda::make_geometry(sz, broadcast_strides(mask, sz), "masked_fill");
+  const int dev = out.device().index;
+  if (value.is_cuda()) {
+    // Read on the device: no sync for a value that lives there.
+    const Tensor v = as_dtype(value, out.dtype());
+    cuda::masked_fill(dev, out.dtype(), out.raw_data(), og, t.raw_data(), tg, mask.raw_data(), mg,
+                      v.raw_data(), 0.0, 0, false);
+  } else {
+    cuda::masked_fill(dev, out.dtype(), out.raw_data(), og, t.raw_data(), tg, mask.raw_data(), mg,
+                      nullptr, value.item<double>(), value.item<int64_t>(),
+                      is_floating(value.dtype()));
+  }
+}
+#endif
 
 }  // namespace
 
@@ -160,6 +248,11 @@ void register_indexing_ops(Dispatcher& d) {
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs&) {
         index_cpu("index", in[0], tail(in), out[0]);
       })
+#ifdef MICROFLEX_WITH_CUDA
+      .set_cuda([](const TensorList& in, const TensorList& out, const Attrs&) {
+        index_cuda("index", in[0], tail(in), out[0]);
+      })
+#endif
       .save(~1ull, 0)
       .set_backward([](const BackwardContext& ctx) {
         TensorList r(ctx.input_metas.size());
@@ -185,6 +278,11 @@ void register_indexing_ops(Dispatcher& d) {
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs&) {
         index_backward_cpu(in[0], tail(in), out[0]);
       })
+#ifdef MICROFLEX_WITH_CUDA
+      .set_cuda([](const TensorList& in, const TensorList& out, const Attrs&) {
+        index_backward_cuda(in[0], tail(in), out[0]);
+      })
+#endif
       .save(~1ull, 0)
       .set_backward([](const BackwardContext& ctx) {
         TensorList r(ctx.input_metas.size());
@@ -216,6 +314,12 @@ void register_indexing_ops(Dispatcher& d) {
         const int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "gather");
         index_cpu("gather", in[0], gather_list(in[1], dim), out[0]);
       })
+#ifdef MICROFLEX_WITH_CUDA
+      .set_cuda([](const TensorList& in, const TensorList& out, const Attrs& a) {
+        const int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "gather");
+        index_cuda("gather", in[0], gather_list(in[1], dim), out[0]);
+      })
+#endif
       .save(0b10, 0)
       .set_backward([](const BackwardContext& ctx) {
         const Shape& sizes = ctx.input_metas[0].sizes;
@@ -245,6 +349,12 @@ void register_indexing_ops(Dispatcher& d) {
         const int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "index_select");
         index_cpu("index_select", in[0], select_list(in[0].sizes(), in[1], dim), out[0]);
       })
+#ifdef MICROFLEX_WITH_CUDA
+      .set_cuda([](const TensorList& in, const TensorList& out, const Attrs& a) {
+        const int64_t dim = wrap_dim(a.i("dim"), in[0].dim(), "index_select");
+        index_cuda("index_select", in[0], select_list(in[0].sizes(), in[1], dim), out[0]);
+      })
+#endif
       .save(0b10, 0)
       .set_backward([](const BackwardContext& ctx) {
         const Shape& sizes = ctx.input_metas[0].sizes;
@@ -272,6 +382,11 @@ void register_indexing_ops(Dispatcher& d) {
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs&) {
         index_cpu("embedding", in[0], {in[1]}, out[0]);
       })
+#ifdef MICROFLEX_WITH_CUDA
+      .set_cuda([](const TensorList& in, const TensorList& out, const Attrs&) {
+        index_cuda("embedding", in[0], {in[1]}, out[0]);
+      })
+#endif
       .save(0b10, 0)
       .set_backward([](const BackwardContext& ctx) {
         return TensorList{
@@ -296,6 +411,11 @@ void register_indexing_ops(Dispatcher& d) {
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs&) {
         masked_fill_cpu(in[0], in[1], in[2], out[0]);
       })
+#ifdef MICROFLEX_WITH_CUDA
+      .set_cuda([](const TensorList& in, const TensorList& out, const Attrs&) {
+        masked_fill_cuda(in[0], in[1], in[2], out[0]);
+      })
+#endif
       .save(0b010, 0)
       .set_backward([](const BackwardContext& ctx) {
         const Tensor g = ctx.grad_output(0);

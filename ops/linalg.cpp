@@ -1,6 +1,7 @@
-// matmul, bmm and linear: the matmul shape rule for every rank case, its backward and
-// the CPU glue that hands strided operands to kernels/cpu/matmul (no copies of
-// transposed or broadcast inputs). bmm and linear check their own shapes, then use matmul.
+// matmul, bmm and linear: the matmul shape rule for every rank case, its backward, the
+// CPU glue that hands strided operands to kernels/cpu/matmul (no copies of transposed or
+// broadcast inputs) and the CUDA glue for cuBLAS (Note [CUDA matmul operands]). bmm and
+// linear check their own shapes, then use matmul.
 #include "ops/linalg.h"
 
 #include <algorithm>
@@ -9,6 +10,11 @@
 #include "kernels/cpu/matmul.h"
 #include "ops/elementwise.h"
 #include "ops/op_utils.h"
+
+#ifdef MICROFLEX_WITH_CUDA
+#include "core/cuda_backend.h"
+#include "kernels/cuda/matmul.h"
+#endif
 
 namespace microflex {
 
@@ -109,6 +115,87 @@ void matmul_cpu(const Tensor& a, const Tensor& b, const Tensor& out) {
   cpu::matmul(a.dtype(), shape_numel(s.batch), s.M, s.N, s.K, ma, mb, out.raw_data());
 }
 
+#ifdef MICROFLEX_WITH_CUDA
+// Note [CUDA matmul operands]
+// cuBLAS reads a batch of matrices at one pointer plus i * batch_stride, each row-major
+// (strides (ld, 1)) or transposed (strides (1, ld)). An operand that already has that
+// form (contiguous, transposed views, row slices, a batch broadcast as stride 0) is read
+// in place. Otherwise it is made contiguous, and if its batch dims still cannot be one
+// stride (e.g. [2, 1, M, K] against batch [2, 3]) it is expanded to the full batch first.
+
+// The stride S with batch entry i (row-major over `batch`) of an operand at i * S, if
+// one exists; `sizes`/`strides` are the operand's leading dims, aligned right to `batch`.
+bool single_batch_stride(const Shape& sizes, const Shape& strides, const Shape& batch, int64_t* S) {
+  const size_t nb = batch.size(), lead = nb - sizes.size();
+  int64_t inner = 1;  // entries per step of dim d
+  bool found = false;
+  for (size_t d = nb; d-- > 0;) {
+    if (batch[d] != 1) {
+      const int64_t st = d < lead || sizes[d - lead] == 1 ? 0 : strides[d - lead];
+      if (!found) {
+        *S = st;  // inner is 1 here: every later dim has size 1
+        found = true;
+      } else if (st != *S * inner) {
+        return false;
+      }
+    }
+    inner *= batch[d];
+  }
+  if (!found) *S = 0;
+  return true;
+}
+
+struct GpuOperand {
+  Tensor keep;  // the tensor the pointer reads (a copy when one was needed)
+  cuda::MatrixBatch m;
+};
+
+// A promoted operand [*X, R, C] as a cuBLAS batch over `batch` (Note [CUDA matmul
+// operands]); the integer kernel reads any strides, so only its batch may need a copy.
+GpuOperand gpu_operand(const Tensor& x, const Shape& batch, bool floating) {
+  auto try_map = [&](const Tensor& t, GpuOperand* o) {
+    const Shape& sz = t.sizes();
+    const Shape& st = t.strides();
+    const size_t n = sz.size();
+    const int64_t R = sz[n - 2], C = sz[n - 1], rs = st[n - 2], cs = st[n - 1];
+    if (floating && !cuda::gemm_layout_ok(R, C, rs, cs)) return false;
+    int64_t S = 0;
+    if (!single_batch_stride(Shape(sz.begin(), sz.end() - 2), Shape(st.begin(), st.end() - 2),
+                             batch, &S))
+      return false;
+    o->keep = t;
+    o->m = cuda::MatrixBatch{t.raw_data(), S, rs, cs};
+    return true;
+  };
+  GpuOperand o;
+  if (try_map(x, &o) || try_map(x.contiguous(), &o)) return o;
+  Shape full = batch;
+  full.push_back(x.sizes()[x.dim() - 2]);
+  full.push_back(x.sizes()[x.dim() - 1]);
+  const bool ok = try_map(x.expand(full).contiguous(), &o);
+  MF_INTERNAL_ASSERT(ok, "matmul: operand of shape ", shape_str(x.sizes()), " strides ",
+                     shape_str(x.strides()), " has no cuBLAS layout");
+  return o;
+}
+
+void matmul_cuda(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const MatmulShapes s = matmul_shapes(a.sizes(), b.sizes());
+  MF_INTERNAL_ASSERT(out.is_contiguous());
+  const int dev = out.device().index;
+  const int64_t batch = shape_numel(s.batch);
+  if (out.numel() == 0) return;
+  if (s.K == 0) {
+    cuda::matmul(dev, a.dtype(), batch, s.M, s.N, 0, {}, {}, out.raw_data(), false);
+    return;
+  }
+  const bool floating = is_floating(a.dtype());
+  const GpuOperand ga = gpu_operand(a.dim() == 1 ? a.unsqueeze(0) : a, s.batch, floating);
+  const GpuOperand gb = gpu_operand(b.dim() == 1 ? b.unsqueeze(1) : b, s.batch, floating);
+  cuda::matmul(dev, a.dtype(), batch, s.M, s.N, s.K, ga.m, gb.m, out.raw_data(),
+               cuda::allow_tf32());
+}
+#endif
+
 }  // namespace
 
 void register_linalg_ops(Dispatcher& d) {
@@ -131,6 +218,11 @@ void register_linalg_ops(Dispatcher& d) {
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs&) {
         matmul_cpu(in[0], in[1], out[0]);
       })
+#ifdef MICROFLEX_WITH_CUDA
+      .set_cuda([](const TensorList& in, const TensorList& out, const Attrs&) {
+        matmul_cuda(in[0], in[1], out[0]);
+      })
+#endif
       .save(0b11, 0)
       .set_backward([](const BackwardContext& ctx) {
         // Note [matmul ranks]: promote 1-D operands, then one formula for every case.

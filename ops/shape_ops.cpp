@@ -1,6 +1,6 @@
 // cat, stack, split, chunk, tril, triu and one_hot: shape rules, backward formulas and
-// CPU glue. cat and the triangles are registered ops; stack is cat of unsqueezed views,
-// split and chunk return narrow views.
+// CPU and CUDA glue. cat and the triangles are registered ops; stack is cat of unsqueezed
+// views, split and chunk return narrow views.
 #include "ops/shape_ops.h"
 
 #include <algorithm>
@@ -10,6 +10,11 @@
 #include "kernels/cpu/copy.h"
 #include "kernels/cpu/shape.h"
 #include "ops/op_utils.h"
+
+#ifdef MICROFLEX_WITH_CUDA
+#include "kernels/cuda/copy.h"
+#include "kernels/cuda/shape.h"
+#endif
 
 namespace microflex {
 
@@ -94,6 +99,44 @@ void triangle_cpu(const Tensor& in, const Tensor& out, int64_t diagonal, bool lo
   cpu::triangle(out.raw_data(), s.raw_data(), s.element_size(), batch, rows, cols, diagonal, lower);
 }
 
+#ifdef MICROFLEX_WITH_CUDA
+void cat_cuda(const TensorList& in, const Tensor& out, const Attrs& a) {
+  if (cat_reference(in) < 0) return;
+  const int64_t dim = wrap_dim(a.i("dim"), out.dim(), "cat");
+  char* base = static_cast<char*>(out.raw_data());
+  int64_t offset = 0;
+  for (const Tensor& t : in) {
+    if (skipped_in_cat(t)) continue;
+    // The slice of out this input fills: t's sizes with out's strides.
+    char* dst = base + offset * out.strides()[dim] * out.element_size();
+    cuda::copy_convert(out.device().index, dst, out.dtype(),
+                       cuda::make_geometry(t.sizes(), out.strides(), "cat"), t.raw_data(),
+                       t.dtype(), cuda::make_geometry(t.sizes(), t.strides(), "cat"));
+    offset += t.sizes()[dim];
+  }
+}
+
+void triangle_cuda(const Tensor& in, const Tensor& out, int64_t diagonal, bool lower) {
+  MF_INTERNAL_ASSERT(out.is_contiguous());
+  cuda::triangle(out.device().index, out.raw_data(), in.raw_data(), in.element_size(),
+                 cuda::make_geometry(in.sizes(), in.strides(), lower ? "tril" : "triu"), diagonal,
+                 lower);
+}
+
+void one_hot_cuda(const Tensor& ids, const Tensor& out, int64_t num_classes) {
+  const Tensor fault =
+      Tensor::make({static_cast<int64_t>(sizeof(cuda::IndexFault) / sizeof(int64_t))}, DType::Int64,
+                   out.device(), false);
+  const cuda::IndexFault f = cuda::one_hot(
+      out.device().index, out.data_ptr<int64_t>(), ids.raw_data(), ids.dtype() == DType::Int32,
+      cuda::make_geometry(ids.sizes(), ids.strides(), "one_hot"), num_classes, fault.raw_data());
+  // The CPU kernel's messages; the id is one the kernel saw, not necessarily the first.
+  MF_CHECK(f.bad == 0 || f.value >= 0, "one_hot: class id ", f.value, " is negative");
+  MF_CHECK(f.bad == 0, "one_hot: class id ", f.value, " is out of range for num_classes ",
+           num_classes);
+}
+#endif
+
 Tensor triangle_call(const char* name, const Tensor& t, int64_t diagonal) {
   static const OpDef& tril_op = op_named("tril");
   static const OpDef& triu_op = op_named("triu");
@@ -109,6 +152,11 @@ void register_shape_ops(Dispatcher& d) {
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs& a) {
         cat_cpu(in, out[0], a);
       })
+#ifdef MICROFLEX_WITH_CUDA
+      .set_cuda([](const TensorList& in, const TensorList& out, const Attrs& a) {
+        cat_cuda(in, out[0], a);
+      })
+#endif
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) {
         const std::vector<TensorMeta>& m = ctx.input_metas;
@@ -133,6 +181,11 @@ void register_shape_ops(Dispatcher& d) {
         .set_cpu([lower](const TensorList& in, const TensorList& out, const Attrs& a) {
           triangle_cpu(in[0], out[0], a.i("diagonal"), lower);
         })
+#ifdef MICROFLEX_WITH_CUDA
+        .set_cuda([lower](const TensorList& in, const TensorList& out, const Attrs& a) {
+          triangle_cuda(in[0], out[0], a.i("diagonal"), lower);
+        })
+#endif
         .save(0, 0)
         .set_backward([name](const BackwardContext& ctx) {
           return TensorList{triangle_call(name, ctx.grad_output(0), ctx.attrs->i("diagonal"))};
@@ -156,6 +209,11 @@ void register_shape_ops(Dispatcher& d) {
         cpu::one_hot(out[0].data_ptr<int64_t>(), ids.data_ptr<int64_t>(), ids.numel(),
                      a.i("num_classes"));
       })
+#ifdef MICROFLEX_WITH_CUDA
+      .set_cuda([](const TensorList& in, const TensorList& out, const Attrs& a) {
+        one_hot_cuda(in[0], out[0], a.i("num_classes"));
+      })
+#endif
       .non_differentiable();
 }
 
