@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# On the GPU machine (see ../shared/device/README.md): build with CUDA for the card,
+# run the whole test suite with the GPU tests on, optionally compute-sanitizer and the
+# benchmarks next to PyTorch. Logs go to $OUT (or out/gpu). Usage:
+#   bash tools/gpu_check.sh [tests] [sanitize] [bench]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-out/gpu}
+mkdir -p "$out"
+[ -f .deps/unpack-deps.sh ] && bash .deps/unpack-deps.sh >/dev/null 2>&1
+arch=${MICROFLEX_CUDA_ARCH:-90a}
+if ! cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMICROFLEX_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="$arch" >"$out/configure.log" 2>&1; then
+  tail -30 "$out/configure.log"; exit 1
+fi
+if ! cmake --build build-gpu -j"$(nproc)" >"$out/build.log" 2>&1; then
+  grep -E "error" -A5 "$out/build.log" | head -80; exit 1
+fi
+echo "build ok"
+for step in "$@"; do
+  case $step in
+    tests)
+      ./build-gpu/tests/microflex_tests --gtest_brief=1 >"$out/tests.log" 2>&1
+      echo "tests rc=$?"
+      grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|error" "$out/tests.log" | head -60 ;;
+    sanitize)
+      for tool in memcheck racecheck synccheck; do
+        compute-sanitizer --tool $tool --error-exitcode 9 \
+          ./build-gpu/tests/microflex_tests --gtest_brief=1 --gtest_filter='Cuda*:*Cuda*' \
+          >"$out/sanitize_$tool.log" 2>&1
+        echo "compute-sanitizer $tool rc=$?"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$out/sanitize_$tool.log" | tail -3
+      done ;;
+    bench)
+      ./build-gpu/bench/cuda_ops_bench | tee "$out/bench_microflex.jsonl"
+      python3 tools/torch_ops_bench.py | tee "$out/bench_torch.jsonl" ;;
+  esac
+done
