@@ -45,8 +45,9 @@ double time_ms(const std::function<void()>& fn, int warmup = 5, int iters = 30) 
 }
 
 void report(const char* name, double ms, double bytes, double flops) {
-  std::printf("{\"impl\": \"microflex\", \"op\": \"%s\", \"ms\": %.4f, \"GBps\": %.1f, \"TFLOPs\": %.1f}\n",
-              name, ms, bytes / ms / 1e6, flops / ms / 1e9);
+  std::printf(
+      "{\"impl\": \"microflex\", \"op\": \"%s\", \"ms\": %.4f, \"GBps\": %.1f, \"TFLOPs\": %.1f}\n",
+      name, ms, bytes / ms / 1e6, flops / ms / 1e9);
   std::fflush(stdout);
 }
 
@@ -82,15 +83,15 @@ int main() {
   {
     const int64_t R = 8 * 1024, C = 4096;
     Tensor x = mf::randn({R, C}, bf16), w = mf::ones({C}, bf16), bias = mf::zeros({C}, bf16);
-    report("layer_norm_bf16_8192x4096", time_ms([&] { Tensor r = mf::layer_norm(x, {C}, w, bias); }),
-           2.0 * R * C * 2, 0);
+    report("layer_norm_bf16_8192x4096",
+           time_ms([&] { Tensor r = mf::layer_norm(x, {C}, w, bias); }), 2.0 * R * C * 2, 0);
   }
   {
     const int64_t N = 8192, V = 50257;
     Tensor logits = mf::randn({N, V}, f32);
     Tensor target = mf::randint(0, V, {N}, {.dtype = mf::DType::Int64, .device = gpu});
-    report("cross_entropy_8192x50257", time_ms([&] { Tensor r = mf::cross_entropy(logits, target); }),
-           1.0 * N * V * 4, 0);
+    report("cross_entropy_8192x50257",
+           time_ms([&] { Tensor r = mf::cross_entropy(logits, target); }), 1.0 * N * V * 4, 0);
     mf::EnableGradGuard grad;
     Tensor l = logits.detach().requires_grad_();
     report("cross_entropy_fwd_bwd_8192x50257", time_ms([&] {
