@@ -7,6 +7,9 @@
 #include <mutex>
 
 #include "kernels/cpu/philox.h"
+#ifdef MICROFLEX_WITH_CUDA
+#include "kernels/cuda/random.h"
+#endif
 
 namespace microflex {
 
@@ -95,8 +98,8 @@ PhiloxSeedOffset philox_attrs(const Attrs& a) {
 
 void register_random_ops(Dispatcher& d) {
   // Outputs are contiguous, so element i of the buffer is row-major element i.
-  d.def("rand")
-      .set_meta([](const TensorList&, const Attrs& a) { return random_meta("rand", a, true); })
+  OpDef& rand_op = d.def("rand");
+  rand_op.set_meta([](const TensorList&, const Attrs& a) { return random_meta("rand", a, true); })
       .non_differentiable()
       .set_cpu([](const TensorList&, const TensorList& out, const Attrs& a) {
         const PhiloxSeedOffset so = philox_attrs(a);
@@ -114,8 +117,8 @@ void register_random_ops(Dispatcher& d) {
         });
       });
 
-  d.def("randn")
-      .set_meta([](const TensorList&, const Attrs& a) { return random_meta("randn", a, true); })
+  OpDef& randn_op = d.def("randn");
+  randn_op.set_meta([](const TensorList&, const Attrs& a) { return random_meta("randn", a, true); })
       .non_differentiable()
       .set_cpu([](const TensorList&, const TensorList& out, const Attrs& a) {
         const PhiloxSeedOffset so = philox_attrs(a);
@@ -130,7 +133,8 @@ void register_random_ops(Dispatcher& d) {
         });
       });
 
-  d.def("randint")
+  OpDef& randint_op = d.def("randint");
+  randint_op
       .set_meta([](const TensorList&, const Attrs& a) {
         const int64_t low = a.i("low"), high = a.i("high");
         MF_CHECK(low < high, "randint: expected low < high, got low=", low, " high=", high);
@@ -158,6 +162,27 @@ void register_random_ops(Dispatcher& d) {
           }
         });
       });
+
+#ifdef MICROFLEX_WITH_CUDA
+  // The same numbers as the CPU kernels above (Note [Random element layout]).
+  rand_op.set_cuda([](const TensorList&, const TensorList& out, const Attrs& a) {
+    const PhiloxSeedOffset so = philox_attrs(a);
+    cuda::rand_fill(out[0].device().index, out[0].raw_data(), out[0].dtype(), out[0].numel(),
+                    so.seed, so.offset);
+  });
+  randn_op.set_cuda([](const TensorList&, const TensorList& out, const Attrs& a) {
+    const PhiloxSeedOffset so = philox_attrs(a);
+    cuda::randn_fill(out[0].device().index, out[0].raw_data(), out[0].dtype(), out[0].numel(),
+                     so.seed, so.offset);
+  });
+  randint_op.set_cuda([](const TensorList&, const TensorList& out, const Attrs& a) {
+    const PhiloxSeedOffset so = philox_attrs(a);
+    const int64_t low = a.i("low");
+    const uint64_t range = static_cast<uint64_t>(a.i("high")) - static_cast<uint64_t>(low);
+    cuda::randint_fill(out[0].device().index, out[0].raw_data(), out[0].dtype(), out[0].numel(),
+                       so.seed, so.offset, low, range);
+  });
+#endif
 }
 
 Tensor rand(const Shape& shape, const TensorOptions& opts) {

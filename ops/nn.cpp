@@ -1,6 +1,7 @@
-// nn ops: shape rules, backward formulas and CPU glue for cross_entropy, layer_norm,
-// rms_norm and dropout. Each forward op returns what its fused backward op needs (lse,
-// mean/rstd) as extra outputs; the public functions return the first output only.
+// nn ops: shape rules, backward formulas and the CPU and CUDA glue for cross_entropy,
+// layer_norm, rms_norm and dropout. Each forward op returns what its fused backward op
+// needs (lse, mean/rstd) as extra outputs; the public functions return the first output
+// only.
 #include "ops/nn.h"
 
 #include <cmath>
@@ -10,6 +11,9 @@
 #include "core/random.h"
 #include "kernels/cpu/nn.h"
 #include "ops/op_utils.h"
+#ifdef MICROFLEX_WITH_CUDA
+#include "kernels/cuda/nn.h"
+#endif
 
 namespace microflex {
 
@@ -61,6 +65,11 @@ std::vector<TensorMeta> cross_entropy_meta(const TensorList& in, const Attrs& a)
   return {out_meta(loss_shape, x.dtype(), dev), out_meta(want, acc_dtype(x.dtype()), dev)};
 }
 
+void check_target(int64_t bad, int64_t value, int64_t c, int64_t ignore) {
+  MF_CHECK(bad < 0, "cross_entropy: target ", value, " (row ", bad, ") is out of bounds for ", c,
+           " classes; expected a value in [0, ", c, ") or ignore_index ", ignore);
+}
+
 void cross_entropy_cpu(const TensorList& in, const TensorList& out, const Attrs& a) {
   const Tensor x = in[0].contiguous();  // (N, C)
   const Tensor t = in[1].contiguous();  // (N)
@@ -69,8 +78,7 @@ void cross_entropy_cpu(const TensorList& in, const TensorList& out, const Attrs&
   const int64_t ignore = a.i("ignore_index");
   int64_t value = 0;
   const int64_t bad = cpu::first_bad_target(t.raw_data(), t.dtype(), n, c, ignore, &value);
-  MF_CHECK(bad < 0, "cross_entropy: target ", value, " (row ", bad, ") is out of bounds for ", c,
-           " classes; expected a value in [0, ", c, ") or ignore_index ", ignore);
+  check_target(bad, value, c, ignore);
   cpu::cross_entropy_forward(x.dtype(), x.raw_data(), t.dtype(), t.raw_data(), n, c, ignore,
                              a.f("label_smoothing"), parse_reduction(a.s("reduction")),
                              out[0].raw_data(), out[1].raw_data());
@@ -225,11 +233,97 @@ void dropout_cpu(const TensorList& in, const TensorList& out, const Attrs& a) {
                      out[0].raw_data());
 }
 
+#ifdef MICROFLEX_WITH_CUDA
+// ---- CUDA glue: the same preparation as the CPU glue above, CUDA launchers. ----
+
+int device_index(const Tensor& t) {
+  return t.device().index;
+}
+
+// Targets live on the GPU: the launcher reports the first bad one (reading a flag back
+// with a stream sync) and the error is the CPU path's.
+void cross_entropy_cuda(const TensorList& in, const TensorList& out, const Attrs& a) {
+  const Tensor x = in[0].contiguous();  // (N, C)
+  const Tensor t = in[1].contiguous();  // (N)
+  const int64_t c = x.size(-1);
+  const int64_t n = x.dim() == 2 ? x.size(0) : 1;
+  const int64_t ignore = a.i("ignore_index");
+  const cuda::BadTarget bad = cuda::cross_entropy_forward(
+      device_index(x), x.dtype(), x.raw_data(), t.dtype(), t.raw_data(), n, c, ignore,
+      a.f("label_smoothing"), parse_reduction(a.s("reduction")), out[0].raw_data(),
+      out[1].raw_data());
+  check_target(bad.row, bad.value, c, ignore);
+}
+
+void cross_entropy_backward_cuda(const TensorList& in, const TensorList& out, const Attrs& a) {
+  const Tensor x = in[1].contiguous();
+  const Tensor g = as_dtype(in[0], x.dtype()).contiguous();
+  const Tensor t = in[2].contiguous();
+  const Tensor lse = in[3].contiguous();
+  const int64_t c = x.size(-1);
+  const int64_t n = x.dim() == 2 ? x.size(0) : 1;
+  cuda::cross_entropy_backward(device_index(x), x.dtype(), g.raw_data(), x.raw_data(), t.dtype(),
+                               t.raw_data(), lse.raw_data(), n, c, a.i("ignore_index"),
+                               a.f("label_smoothing"), parse_reduction(a.s("reduction")),
+                               out[0].raw_data());
+}
+
+void layer_norm_cuda(const TensorList& in, const TensorList& out, const Attrs& a) {
+  const Tensor x = in[0].contiguous();
+  const Tensor w = affine_acc(in[1], x.dtype());
+  const Tensor b = affine_acc(in[2], x.dtype());
+  int64_t m, d;
+  norm_rows(x, a.ints("normalized_shape"), &m, &d);
+  cuda::layer_norm_forward(device_index(x), x.dtype(), x.raw_data(), data_or_null(w),
+                           data_or_null(b), m, d, a.f("eps"), out[0].raw_data(), out[1].raw_data(),
+                           out[2].raw_data());
+}
+
+void layer_norm_backward_cuda(const TensorList& in, const TensorList& out, const Attrs& a) {
+  const Tensor x = in[1].contiguous();
+  const Tensor g = as_dtype(in[0], x.dtype()).contiguous();
+  const Tensor mean = in[2].contiguous(), rstd = in[3].contiguous();
+  const Tensor w = affine_acc(in[4], x.dtype());
+  int64_t m, d;
+  norm_rows(x, a.ints("normalized_shape"), &m, &d);
+  cuda::layer_norm_backward(device_index(x), x.dtype(), g.raw_data(), x.raw_data(), mean.raw_data(),
+                            rstd.raw_data(), data_or_null(w), m, d, out[0].raw_data(),
+                            out[1].raw_data(), out[2].raw_data());
+}
+
+void rms_norm_cuda(const TensorList& in, const TensorList& out, const Attrs& a) {
+  const Tensor x = in[0].contiguous();
+  const Tensor w = affine_acc(in[1], x.dtype());
+  int64_t m, d;
+  norm_rows(x, a.ints("normalized_shape"), &m, &d);
+  cuda::rms_norm_forward(device_index(x), x.dtype(), x.raw_data(), data_or_null(w), m, d,
+                         a.f("eps"), out[0].raw_data(), out[1].raw_data());
+}
+
+void rms_norm_backward_cuda(const TensorList& in, const TensorList& out, const Attrs& a) {
+  const Tensor x = in[1].contiguous();
+  const Tensor g = as_dtype(in[0], x.dtype()).contiguous();
+  const Tensor rstd = in[2].contiguous();
+  const Tensor w = affine_acc(in[3], x.dtype());
+  int64_t m, d;
+  norm_rows(x, a.ints("normalized_shape"), &m, &d);
+  cuda::rms_norm_backward(device_index(x), x.dtype(), g.raw_data(), x.raw_data(), rstd.raw_data(),
+                          data_or_null(w), m, d, out[0].raw_data(), out[1].raw_data());
+}
+
+void dropout_cuda(const TensorList& in, const TensorList& out, const Attrs& a) {
+  const Tensor x = in[0].contiguous();
+  const PhiloxSeedOffset so = philox_attrs(a);
+  cuda::dropout_apply(device_index(x), x.dtype(), x.raw_data(), x.numel(), a.f("p"), so.seed,
+                      so.offset, out[0].raw_data());
+}
+#endif
+
 }  // namespace
 
 void register_nn_ops(Dispatcher& d) {
-  d.def("cross_entropy")
-      .set_meta(cross_entropy_meta)
+  OpDef& ce = d.def("cross_entropy");
+  ce.set_meta(cross_entropy_meta)
       .set_cpu(cross_entropy_cpu)
       .save(0b11, 0b10)  // logits, target; lse
       .set_backward([](const BackwardContext& ctx) {
@@ -238,14 +332,15 @@ void register_nn_ops(Dispatcher& d) {
         return TensorList{call_op1(
             bw, {ctx.grad_output(0), ctx.inputs[0], ctx.inputs[1], ctx.outputs[1]}, *ctx.attrs)};
       });
-  d.def("cross_entropy_backward")
+  OpDef& ce_bw = d.def("cross_entropy_backward");
+  ce_bw
       .set_meta([](const TensorList& in, const Attrs&) {
         return std::vector<TensorMeta>{out_meta(in[1].sizes(), in[1].dtype(), in[1].device())};
       })
       .set_cpu(cross_entropy_backward_cpu);
 
-  d.def("layer_norm")
-      .set_meta(layer_norm_meta)
+  OpDef& ln = d.def("layer_norm");
+  ln.set_meta(layer_norm_meta)
       .set_cpu(layer_norm_cpu)
       .save(0b011, 0b110)  // x, weight; mean, rstd
       .set_backward([](const BackwardContext& ctx) {
@@ -257,10 +352,11 @@ void register_nn_ops(Dispatcher& d) {
         return TensorList{ctx.needs(0) ? g[0] : Tensor(), ctx.needs(1) ? g[1] : Tensor(),
                           ctx.needs(2) ? g[2] : Tensor()};
       });
-  d.def("layer_norm_backward").set_meta(layer_norm_backward_meta).set_cpu(layer_norm_backward_cpu);
+  OpDef& ln_bw = d.def("layer_norm_backward");
+  ln_bw.set_meta(layer_norm_backward_meta).set_cpu(layer_norm_backward_cpu);
 
-  d.def("rms_norm")
-      .set_meta(rms_norm_meta)
+  OpDef& rms = d.def("rms_norm");
+  rms.set_meta(rms_norm_meta)
       .set_cpu(rms_norm_cpu)
       .save(0b11, 0b10)  // x, weight; rstd
       .set_backward([](const BackwardContext& ctx) {
@@ -269,16 +365,18 @@ void register_nn_ops(Dispatcher& d) {
             bw, {ctx.grad_output(0), ctx.inputs[0], ctx.outputs[1], ctx.inputs[1]}, *ctx.attrs);
         return TensorList{ctx.needs(0) ? g[0] : Tensor(), ctx.needs(1) ? g[1] : Tensor()};
       });
-  d.def("rms_norm_backward").set_meta(rms_norm_backward_meta).set_cpu(rms_norm_backward_cpu);
+  OpDef& rms_bw = d.def("rms_norm_backward");
+  rms_bw.set_meta(rms_norm_backward_meta).set_cpu(rms_norm_backward_cpu);
 
   // Note [Dropout mask]
   // The mask is not saved: element i is kept iff philox::dropout_keep(seed, offset, i, p),
   // a pure function of the op's attributes, so the backward recomputes it exactly. That
   // saves a mask tensor per dropout layer for the whole forward-backward window, costs one
   // Philox block per element (cheap next to the memory traffic), and works unchanged in a
-  // replayed traced graph and in a future CUDA kernel built on the same header.
-  d.def("dropout")
-      .set_meta(dropout_meta)
+  // replayed traced graph and in the CUDA kernel (kernels/cuda/nn.cu), which includes the
+  // same header and so draws the same mask.
+  OpDef& drop = d.def("dropout");
+  drop.set_meta(dropout_meta)
       .set_cpu(dropout_cpu)
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) {
@@ -287,14 +385,25 @@ void register_nn_ops(Dispatcher& d) {
       });
   // dx = mask * g / (1 - p): the same map as the forward, applied to the gradient. It is
   // itself differentiable (linear in g), so it reuses the forward's formula.
-  d.def("dropout_backward")
-      .set_meta(dropout_meta)
+  OpDef& drop_bw = d.def("dropout_backward");
+  drop_bw.set_meta(dropout_meta)
       .set_cpu(dropout_cpu)
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) {
         static const OpDef& bw = op_named("dropout_backward");
         return TensorList{call_op1(bw, {ctx.grad_output(0)}, *ctx.attrs)};
       });
+
+#ifdef MICROFLEX_WITH_CUDA
+  ce.set_cuda(cross_entropy_cuda);
+  ce_bw.set_cuda(cross_entropy_backward_cuda);
+  ln.set_cuda(layer_norm_cuda);
+  ln_bw.set_cuda(layer_norm_backward_cuda);
+  rms.set_cuda(rms_norm_cuda);
+  rms_bw.set_cuda(rms_norm_backward_cuda);
+  drop.set_cuda(dropout_cuda);
+  drop_bw.set_cuda(dropout_cuda);
+#endif
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index,

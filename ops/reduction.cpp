@@ -1,7 +1,8 @@
 // Reductions: shape rules, backward formulas and the glue to the CPU kernels in
-// kernels/cpu/reduction.h and kernels/cpu/softmax.h, registered in register_reduction_ops.
-// Kernels see the input permuted so reduced dims come last and made contiguous: [outer, R]
-// rows (Note [Reduction layout]); softmax sees [outer, R, inner].
+// kernels/cpu/reduction.h and kernels/cpu/softmax.h (and their CUDA twins in
+// kernels/cuda/), registered in register_reduction_ops. Kernels see the input permuted so
+// reduced dims come last and made contiguous: [outer, R] rows (Note [Reduction layout]);
+// CPU softmax sees [outer, R, inner], CUDA softmax [outer, R] with the dim moved last.
 #include "ops/reduction.h"
 
 #include <algorithm>
@@ -13,6 +14,10 @@
 #include "ops/elementwise.h"
 #include "ops/op_utils.h"
 #include "ops/reduction_utils.h"
+#ifdef MICROFLEX_WITH_CUDA
+#include "kernels/cuda/reduction.h"
+#include "kernels/cuda/softmax.h"
+#endif
 
 namespace microflex {
 
@@ -113,6 +118,17 @@ TensorMeta reduced_meta(const Tensor& t, const Shape& rd, bool keepdim, DType dt
   return make_meta(reduced_shape(t.sizes(), rd, keepdim), dt, t.device());
 }
 
+#ifdef MICROFLEX_WITH_CUDA
+int device_index(const Tensor& t) {
+  return t.device().index;
+}
+
+// The [outer, R] layout of a softmax along `dim` on the GPU: `dim` moved last.
+RowLayout softmax_layout(const Tensor& t, int64_t dim) {
+  return row_layout(t.sizes(), t.dim() == 0 ? Shape{} : Shape{dim});
+}
+#endif
+
 void check_floating(const char* op, const Tensor& t) {
   MF_CHECK(is_floating(t.dtype()), op, ": expected a floating input, got ", describe(t),
            "; convert with to() first");
@@ -133,7 +149,9 @@ void write_rows(const Tensor& out, const RowLayout& l, F fill) {
     fill(out.raw_data());
     return;
   }
-  Tensor tmp = empty(l.permuted_sizes, {.dtype = out.dtype(), .device = out.device()});
+  // A kernel's scratch buffer, allocated directly (as the dispatcher allocates outputs):
+  // no op call, so it works on every backend.
+  Tensor tmp = Tensor::make(l.permuted_sizes, out.dtype(), out.device(), false);
   fill(tmp.raw_data());
   Tensor v = out.permute(l.perm);
   v.copy_(tmp);
@@ -174,12 +192,12 @@ void def_extremum(Dispatcher& d, const char* name, bool is_max, bool has_dims) {
     return has_dims ? dims_attr(name, t, a) : reduction_dims({}, t.dim(), name);
   };
   auto keepdim_of = [has_dims](const Attrs& a) { return has_dims && a.b("keepdim"); };
-  d.def(name)
-      .set_meta([=](const TensorList& in, const Attrs& a) {
-        const Shape rd = dims_of(in[0], a);
-        check_nonempty(name, in[0], rd);
-        return std::vector<TensorMeta>{reduced_meta(in[0], rd, keepdim_of(a), in[0].dtype())};
-      })
+  OpDef& op = d.def(name);
+  op.set_meta([=](const TensorList& in, const Attrs& a) {
+      const Shape rd = dims_of(in[0], a);
+      check_nonempty(name, in[0], rd);
+      return std::vector<TensorMeta>{reduced_meta(in[0], rd, keepdim_of(a), in[0].dtype())};
+    })
       .set_cpu([=](const TensorList& in, const TensorList& out, const Attrs& a) {
         int64_t outer, r;
         const Tensor rows = rows_for_reduction(in[0], dims_of(in[0], a), &outer, &r);
@@ -192,18 +210,26 @@ void def_extremum(Dispatcher& d, const char* name, bool is_max, bool has_dims) {
         return TensorList{amax_amin_backward(ctx.grad_output(0), ctx.inputs[0], ctx.outputs[0],
                                              dims, keepdim_of(*ctx.attrs))};
       });
+#ifdef MICROFLEX_WITH_CUDA
+  op.set_cuda([=](const TensorList& in, const TensorList& out, const Attrs& a) {
+    int64_t outer, r;
+    const Tensor rows = rows_for_reduction(in[0], dims_of(in[0], a), &outer, &r);
+    cuda::minmax_rows(device_index(rows), rows.raw_data(), rows.dtype(), outer, r, is_max,
+                      out[0].raw_data(), nullptr);
+  });
+#endif
 }
 
 // max/min along one dim: (values, indices).
 void def_extremum_dim(Dispatcher& d, const char* name, bool is_max) {
-  d.def(name)
-      .set_meta([=](const TensorList& in, const Attrs& a) {
-        const Shape rd = reduction_dims({a.i("dim")}, in[0].dim(), name);
-        check_nonempty(name, in[0], rd);
-        const bool k = a.b("keepdim");
-        return std::vector<TensorMeta>{reduced_meta(in[0], rd, k, in[0].dtype()),
-                                       reduced_meta(in[0], rd, k, DType::Int64)};
-      })
+  OpDef& op = d.def(name);
+  op.set_meta([=](const TensorList& in, const Attrs& a) {
+      const Shape rd = reduction_dims({a.i("dim")}, in[0].dim(), name);
+      check_nonempty(name, in[0], rd);
+      const bool k = a.b("keepdim");
+      return std::vector<TensorMeta>{reduced_meta(in[0], rd, k, in[0].dtype()),
+                                     reduced_meta(in[0], rd, k, DType::Int64)};
+    })
       .set_cpu([=](const TensorList& in, const TensorList& out, const Attrs& a) {
         int64_t outer, r;
         const Shape rd = reduction_dims({a.i("dim")}, in[0].dim(), name);
@@ -217,6 +243,15 @@ void def_extremum_dim(Dispatcher& d, const char* name, bool is_max) {
             ctx.grad_output(0), ctx.outputs[1], ctx.attrs->i("dim"), ctx.attrs->b("keepdim"),
             ctx.input_metas[0].sizes)};
       });
+#ifdef MICROFLEX_WITH_CUDA
+  op.set_cuda([=](const TensorList& in, const TensorList& out, const Attrs& a) {
+    int64_t outer, r;
+    const Shape rd = reduction_dims({a.i("dim")}, in[0].dim(), name);
+    const Tensor rows = rows_for_reduction(in[0], rd, &outer, &r);
+    cuda::minmax_rows(device_index(rows), rows.raw_data(), rows.dtype(), outer, r, is_max,
+                      out[0].raw_data(), out[1].data_ptr<int64_t>());
+  });
+#endif
 }
 
 // argmax/argmin: int64 indices along "dim", or into the flattened tensor without it.
@@ -224,8 +259,8 @@ void def_arg_extremum(Dispatcher& d, const char* name, bool is_max) {
   auto dims_of = [name](const Tensor& t, const Attrs& a) {
     return reduction_dims(a.has("dim") ? Shape{a.i("dim")} : Shape{}, t.dim(), name);
   };
-  d.def(name)
-      .non_differentiable()
+  OpDef& op = d.def(name);
+  op.non_differentiable()
       .set_meta([=](const TensorList& in, const Attrs& a) {
         const Shape rd = dims_of(in[0], a);
         check_nonempty(name, in[0], rd);
@@ -237,15 +272,23 @@ void def_arg_extremum(Dispatcher& d, const char* name, bool is_max) {
         cpu::minmax_rows(rows.raw_data(), rows.dtype(), outer, r, is_max, nullptr,
                          out[0].data_ptr<int64_t>());
       });
+#ifdef MICROFLEX_WITH_CUDA
+  op.set_cuda([=](const TensorList& in, const TensorList& out, const Attrs& a) {
+    int64_t outer, r;
+    const Tensor rows = rows_for_reduction(in[0], dims_of(in[0], a), &outer, &r);
+    cuda::minmax_rows(device_index(rows), rows.raw_data(), rows.dtype(), outer, r, is_max, nullptr,
+                      out[0].data_ptr<int64_t>());
+  });
+#endif
 }
 
 void def_softmax(Dispatcher& d, const char* name, bool log) {
-  d.def(name)
-      .set_meta([=](const TensorList& in, const Attrs& a) {
-        check_floating(name, in[0]);
-        wrap_dim(a.i("dim"), in[0].dim(), name);
-        return std::vector<TensorMeta>{make_meta(in[0].sizes(), in[0].dtype(), in[0].device())};
-      })
+  OpDef& fwd = d.def(name);
+  fwd.set_meta([=](const TensorList& in, const Attrs& a) {
+       check_floating(name, in[0]);
+       wrap_dim(a.i("dim"), in[0].dim(), name);
+       return std::vector<TensorMeta>{make_meta(in[0].sizes(), in[0].dtype(), in[0].device())};
+     })
       .set_cpu([=](const TensorList& in, const TensorList& out, const Attrs& a) {
         const Tensor x = in[0].contiguous();
         int64_t outer, r, inner;
@@ -261,19 +304,19 @@ void def_softmax(Dispatcher& d, const char* name, bool log) {
       });
 
   const std::string bname = std::string(name) + "_backward";
-  d.def(bname)
-      .set_meta([=](const TensorList& in, const Attrs& a) {
-        const char* op = log ? "log_softmax_backward" : "softmax_backward";
-        const Tensor& g = in[0];
-        const Tensor& y = in[1];
-        check_floating(op, y);
-        MF_CHECK(is_floating(g.dtype()), op, ": expected a floating grad, got ", describe(g));
-        MF_CHECK(g.sizes() == y.sizes(), op, ": grad of shape ", shape_str(g.sizes()),
-                 " does not match the output of shape ", shape_str(y.sizes()));
-        common_device(in, op);
-        wrap_dim(a.i("dim"), y.dim(), op);
-        return std::vector<TensorMeta>{make_meta(y.sizes(), y.dtype(), y.device())};
-      })
+  OpDef& bwd = d.def(bname);
+  bwd.set_meta([=](const TensorList& in, const Attrs& a) {
+       const char* op = log ? "log_softmax_backward" : "softmax_backward";
+       const Tensor& g = in[0];
+       const Tensor& y = in[1];
+       check_floating(op, y);
+       MF_CHECK(is_floating(g.dtype()), op, ": expected a floating grad, got ", describe(g));
+       MF_CHECK(g.sizes() == y.sizes(), op, ": grad of shape ", shape_str(g.sizes()),
+                " does not match the output of shape ", shape_str(y.sizes()));
+       common_device(in, op);
+       wrap_dim(a.i("dim"), y.dim(), op);
+       return std::vector<TensorMeta>{make_meta(y.sizes(), y.dtype(), y.device())};
+     })
       .set_cpu([=](const TensorList& in, const TensorList& out, const Attrs& a) {
         const Tensor y = in[1].contiguous();
         const Tensor g = as_dtype(in[0], y.dtype()).contiguous();
@@ -283,6 +326,26 @@ void def_softmax(Dispatcher& d, const char* name, bool log) {
         cpu::softmax_backward(g.raw_data(), y.raw_data(), out[0].raw_data(), y.dtype(), outer, r,
                               inner, log);
       });
+#ifdef MICROFLEX_WITH_CUDA
+  fwd.set_cuda([=](const TensorList& in, const TensorList& out, const Attrs& a) {
+    const Tensor& x = in[0];
+    const RowLayout l = softmax_layout(x, wrap_dim(a.i("dim"), x.dim(), name));
+    const Tensor xr = rows_of(x, l);
+    write_rows(out[0], l, [&](void* y) {
+      cuda::softmax_forward(device_index(x), xr.raw_data(), y, x.dtype(), l.outer, l.r, log);
+    });
+  });
+  bwd.set_cuda([=](const TensorList& in, const TensorList& out, const Attrs& a) {
+    const Tensor& y = in[1];
+    const RowLayout l = softmax_layout(y, wrap_dim(a.i("dim"), y.dim(), "softmax_backward"));
+    const Tensor yr = rows_of(y, l);
+    const Tensor gr = rows_of(as_dtype(in[0], y.dtype()), l);
+    write_rows(out[0], l, [&](void* dx) {
+      cuda::softmax_backward(device_index(y), gr.raw_data(), yr.raw_data(), dx, y.dtype(), l.outer,
+                             l.r, log);
+    });
+  });
+#endif
 }
 
 // Shape rule of a fused reduction backward (g, x, y): the gradient is shaped like x.
@@ -299,10 +362,11 @@ std::vector<TensorMeta> reduction_backward_meta(const char* op, const TensorList
   return {make_meta(x.sizes(), x.dtype(), x.device())};
 }
 
-// Glue of a fused reduction backward: x in rows, g and y as [outer] in x's dtype.
+// Glue of a fused reduction backward: x in rows, g and y as [outer] in x's dtype; `kernel`
+// is the CPU or CUDA row kernel (g, x, y, dx, dtype, outer, R).
 template <typename Kernel>
-void reduction_backward_cpu(const TensorList& in, const Tensor& out, const Attrs& a, const char* op,
-                            Kernel kernel) {
+void reduction_backward_rows(const TensorList& in, const Tensor& out, const Attrs& a,
+                             const char* op, Kernel kernel) {
   const Tensor& x = in[1];
   const RowLayout l = row_layout(x.sizes(), dims_attr(op, x, a));
   const Tensor xr = rows_of(x, l);
@@ -316,7 +380,8 @@ void reduction_backward_cpu(const TensorList& in, const Tensor& out, const Attrs
 }  // namespace
 
 void register_reduction_ops(Dispatcher& d) {
-  d.def("sum")
+  OpDef& sum_op = d.def("sum");
+  sum_op
       .set_meta([](const TensorList& in, const Attrs& a) {
         return std::vector<TensorMeta>{reduced_meta(in[0], dims_attr("sum", in[0], a),
                                                     a.b("keepdim"), sum_dtype(in[0].dtype()))};
@@ -334,7 +399,8 @@ void register_reduction_ops(Dispatcher& d) {
         return TensorList{expand_reduced_grad(ctx.grad_output(0), s, rd, ctx.attrs->b("keepdim"))};
       });
 
-  d.def("mean")
+  OpDef& mean_op = d.def("mean");
+  mean_op
       .set_meta([](const TensorList& in, const Attrs& a) {
         check_floating("mean", in[0]);
         return std::vector<TensorMeta>{
@@ -365,15 +431,17 @@ void register_reduction_ops(Dispatcher& d) {
   def_arg_extremum(d, "argmax", true);
   def_arg_extremum(d, "argmin", false);
 
-  d.def("amax_amin_backward")
+  OpDef& amax_bw_op = d.def("amax_amin_backward");
+  amax_bw_op
       .set_meta([](const TensorList& in, const Attrs& a) {
         return reduction_backward_meta("amax_amin_backward", in, a);
       })
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs& a) {
-        reduction_backward_cpu(in, out[0], a, "amax_amin_backward", cpu::amax_backward_rows);
+        reduction_backward_rows(in, out[0], a, "amax_amin_backward", cpu::amax_backward_rows);
       });
 
-  d.def("value_selecting_reduction_backward")
+  OpDef& select_bw_op = d.def("value_selecting_reduction_backward");
+  select_bw_op
       .set_meta([](const TensorList& in, const Attrs& a) {
         const char* op = "value_selecting_reduction_backward";
         const Shape& sizes = a.ints("sizes");
@@ -404,7 +472,8 @@ void register_reduction_ops(Dispatcher& d) {
                               outer, r, inner);
       });
 
-  d.def("logsumexp")
+  OpDef& lse_op = d.def("logsumexp");
+  lse_op
       .set_meta([](const TensorList& in, const Attrs& a) {
         const Tensor& t = in[0];
         const DType dt = is_floating(t.dtype()) ? t.dtype() : DType::Float32;
@@ -423,15 +492,17 @@ void register_reduction_ops(Dispatcher& d) {
                                              ctx.attrs->ints("dims"), ctx.attrs->b("keepdim"))};
       });
 
-  d.def("logsumexp_backward")
+  OpDef& lse_bw_op = d.def("logsumexp_backward");
+  lse_bw_op
       .set_meta([](const TensorList& in, const Attrs& a) {
         return reduction_backward_meta("logsumexp_backward", in, a);
       })
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs& a) {
-        reduction_backward_cpu(in, out[0], a, "logsumexp_backward", cpu::logsumexp_backward_rows);
+        reduction_backward_rows(in, out[0], a, "logsumexp_backward", cpu::logsumexp_backward_rows);
       });
 
-  d.def("var")
+  OpDef& var_op = d.def("var");
+  var_op
       .set_meta([](const TensorList& in, const Attrs& a) {
         check_floating("var", in[0]);
         return std::vector<TensorMeta>{
@@ -459,6 +530,59 @@ void register_reduction_ops(Dispatcher& d) {
 
   def_softmax(d, "softmax", false);
   def_softmax(d, "log_softmax", true);
+
+#ifdef MICROFLEX_WITH_CUDA
+  sum_op.set_cuda([](const TensorList& in, const TensorList& out, const Attrs& a) {
+    int64_t outer, r;
+    const Tensor rows = rows_for_reduction(in[0], dims_attr("sum", in[0], a), &outer, &r);
+    cuda::sum_rows(device_index(rows), rows.raw_data(), rows.dtype(), out[0].raw_data(),
+                   out[0].dtype(), outer, r);
+  });
+  mean_op.set_cuda([](const TensorList& in, const TensorList& out, const Attrs& a) {
+    int64_t outer, r;
+    const Tensor rows = rows_for_reduction(in[0], dims_attr("mean", in[0], a), &outer, &r);
+    cuda::mean_rows(device_index(rows), rows.raw_data(), rows.dtype(), out[0].raw_data(), outer, r);
+  });
+  amax_bw_op.set_cuda([](const TensorList& in, const TensorList& out, const Attrs& a) {
+    const int dev = device_index(in[1]);
+    reduction_backward_rows(
+        in, out[0], a, "amax_amin_backward",
+        [dev](const void* g, const void* x, const void* y, void* dx, DType t, int64_t outer,
+              int64_t r) { cuda::amax_backward_rows(dev, g, x, y, dx, t, outer, r); });
+  });
+  select_bw_op.set_cuda([](const TensorList& in, const TensorList& out, const Attrs& a) {
+    const Shape& sizes = a.ints("sizes");
+    int64_t outer, r, inner;
+    split_at_dim(sizes,
+                 wrap_dim(a.i("dim"), static_cast<int64_t>(sizes.size()),
+                          "value_selecting_reduction_backward"),
+                 &outer, &r, &inner);
+    const Tensor g = in[0].contiguous();
+    const Tensor idx = in[1].contiguous();
+    cuda::scatter_selected(device_index(g), g.raw_data(), idx.data_ptr<int64_t>(),
+                           out[0].raw_data(), g.dtype(), outer, r, inner);
+  });
+  lse_op.set_cuda([](const TensorList& in, const TensorList& out, const Attrs& a) {
+    const Tensor x = as_dtype(in[0], out[0].dtype());
+    int64_t outer, r;
+    const Tensor rows = rows_for_reduction(x, dims_attr("logsumexp", x, a), &outer, &r);
+    cuda::logsumexp_rows(device_index(rows), rows.raw_data(), rows.dtype(), out[0].raw_data(),
+                         outer, r);
+  });
+  lse_bw_op.set_cuda([](const TensorList& in, const TensorList& out, const Attrs& a) {
+    const int dev = device_index(in[1]);
+    reduction_backward_rows(
+        in, out[0], a, "logsumexp_backward",
+        [dev](const void* g, const void* x, const void* y, void* dx, DType t, int64_t outer,
+              int64_t r) { cuda::logsumexp_backward_rows(dev, g, x, y, dx, t, outer, r); });
+  });
+  var_op.set_cuda([](const TensorList& in, const TensorList& out, const Attrs& a) {
+    int64_t outer, r;
+    const Tensor rows = rows_for_reduction(in[0], dims_attr("var", in[0], a), &outer, &r);
+    cuda::var_rows(device_index(rows), rows.raw_data(), rows.dtype(), out[0].raw_data(), outer, r,
+                   a.f("correction"));
+  });
+#endif
 }
 
 Tensor sum(const Tensor& t, const Shape& dims, bool keepdim) {
