@@ -67,7 +67,8 @@ void register_factory_ops(Dispatcher& d) {
   d.def("empty")
       .set_meta(factory_meta)
       .non_differentiable()
-      .set_cpu([](const TensorList&, const TensorList&, const Attrs&) {});
+      .set_cpu([](const TensorList&, const TensorList&, const Attrs&) {})
+      .set_cuda([](const TensorList&, const TensorList&, const Attrs&) {});
 
   d.def("full")
       .set_meta(factory_meta)
