@@ -1,7 +1,7 @@
 // Elementwise ops: shape/dtype rules, backward formulas and the glue to the CPU kernels
-// (kernels/cpu/elementwise.h), registered in register_elementwise_ops. Binary ops
-// broadcast; inputs are converted to the compute type before the kernel runs, which
-// does its arithmetic in acc_t (float for 16-bit types).
+// (kernels/cpu/elementwise.h) and CUDA kernels (kernels/cuda/elementwise.h), registered
+// in register_elementwise_ops. Binary ops broadcast; inputs are converted to the compute
+// type before the kernel runs, which does its arithmetic in acc_t (float for 16-bit types).
 #include "ops/elementwise.h"
 
 #include <cmath>
@@ -9,6 +9,10 @@
 #include "core/dispatch.h"
 #include "kernels/cpu/elementwise.h"
 #include "ops/op_utils.h"
+
+#ifdef MICROFLEX_WITH_CUDA
+#include "kernels/cuda/elementwise.h"
+#endif
 
 namespace microflex {
 
@@ -90,6 +94,116 @@ ComputeFn unary_cpu(UnaryOp op) {
   };
 }
 
+// clamp's Scalar attributes "min" and "max" as the kernels take them.
+cpu::ClampBounds clamp_bounds(const Attrs& a) {
+  cpu::ClampBounds bounds;
+  if ((bounds.has_lo = a.has("min"))) {
+    bounds.lo_f = a.scalar("min").to_double();
+    bounds.lo_i = a.scalar("min").to_int();
+  }
+  if ((bounds.has_hi = a.has("max"))) {
+    bounds.hi_f = a.scalar("max").to_double();
+    bounds.hi_i = a.scalar("max").to_int();
+  }
+  return bounds;
+}
+
+// ---- CUDA glue: the same conversions as the CPU glue, then the CUDA launchers. ----
+// In a build without CUDA these return no kernel, and the dispatcher reports that.
+
+#ifdef MICROFLEX_WITH_CUDA
+
+// t's geometry seen at the output's shape (stride 0 where it broadcasts).
+cuda::Geometry geometry_at(const Tensor& t, const Shape& sizes, const char* op) {
+  return cuda::make_geometry(sizes, broadcast_strides(t, sizes), op);
+}
+
+void unary_compute_cuda(const char* name, UnaryOp op, const Tensor& in, const Tensor& out) {
+  const DType ct = op == UnaryOp::LogicalNot ? in.dtype() : out.dtype();
+  const Tensor a = as_dtype(in, ct);
+  cuda::unary(out.device().index, op, ct, out.raw_data(), geometry_at(out, out.sizes(), name),
+              a.raw_data(), geometry_at(a, out.sizes(), name));
+}
+
+void binary_compute_cuda(const char* name, BinaryOp op, const TensorList& in, const Tensor& out,
+                         DType ct) {
+  const Tensor a = as_dtype(in[0], ct), b = as_dtype(in[1], ct);
+  cuda::binary(out.device().index, op, ct, out.raw_data(), geometry_at(out, out.sizes(), name),
+               a.raw_data(), geometry_at(a, out.sizes(), name), b.raw_data(),
+               geometry_at(b, out.sizes(), name));
+}
+
+ComputeFn unary_cuda(const char* name, UnaryOp op) {
+  return [name, op](const TensorList& in, const TensorList& out, const Attrs&) {
+    unary_compute_cuda(name, op, in[0], out[0]);
+  };
+}
+
+ComputeFn binary_cuda(const char* name, BinaryOp op) {
+  return [name, op](const TensorList& in, const TensorList& out, const Attrs&) {
+    const DType ct = cpu::writes_bool(op) ? result_type(in[0], in[1]) : out[0].dtype();
+    binary_compute_cuda(name, op, in, out[0], ct);
+  };
+}
+
+ComputeFn gelu_cuda() {
+  return [](const TensorList& in, const TensorList& out, const Attrs& a) {
+    const bool t = a.s("approximate") == "tanh";
+    unary_compute_cuda("gelu", t ? UnaryOp::GeluTanh : UnaryOp::Gelu, in[0], out[0]);
+  };
+}
+
+ComputeFn gelu_backward_cuda() {
+  return [](const TensorList& in, const TensorList& out, const Attrs& a) {
+    const bool t = a.s("approximate") == "tanh";
+    binary_compute_cuda("gelu_backward", t ? BinaryOp::GeluTanhBackward : BinaryOp::GeluBackward,
+                        in, out[0], out[0].dtype());
+  };
+}
+
+ComputeFn where_cuda() {
+  return [](const TensorList& in, const TensorList& out, const Attrs&) {
+    const Tensor& o = out[0];
+    const Tensor a = as_dtype(in[1], o.dtype()), b = as_dtype(in[2], o.dtype());
+    cuda::where(o.device().index, o.dtype(), o.raw_data(), geometry_at(o, o.sizes(), "where"),
+                in[0].data_ptr<bool>(), geometry_at(in[0], o.sizes(), "where"), a.raw_data(),
+                geometry_at(a, o.sizes(), "where"), b.raw_data(),
+                geometry_at(b, o.sizes(), "where"));
+  };
+}
+
+ComputeFn clamp_cuda() {
+  return [](const TensorList& in, const TensorList& out, const Attrs& a) {
+    const Tensor& o = out[0];
+    const Tensor x = as_dtype(in[0], o.dtype());
+    cuda::clamp(o.device().index, o.dtype(), o.raw_data(), geometry_at(o, o.sizes(), "clamp"),
+                x.raw_data(), geometry_at(x, o.sizes(), "clamp"), clamp_bounds(a));
+  };
+}
+
+#else
+
+ComputeFn unary_cuda(const char*, UnaryOp) {
+  return nullptr;
+}
+ComputeFn binary_cuda(const char*, BinaryOp) {
+  return nullptr;
+}
+ComputeFn gelu_cuda() {
+  return nullptr;
+}
+ComputeFn gelu_backward_cuda() {
+  return nullptr;
+}
+ComputeFn where_cuda() {
+  return nullptr;
+}
+ComputeFn clamp_cuda() {
+  return nullptr;
+}
+
+#endif
+
 // ---- Backward helpers ----
 
 // The gradient of input i: `g` summed back over the dims input i was broadcast along.
@@ -146,14 +260,16 @@ void register_unary_ops(Dispatcher& d) {
           check_not_bool(name, in[0]);
           return unary_meta(in[0], in[0].dtype());
         })
-        .set_cpu(unary_cpu(op));
+        .set_cpu(unary_cpu(op))
+        .set_cuda(unary_cuda(name, op));
   };
   // Floating unary ops: integer and bool inputs give float32.
   auto def_float = [&d](const char* name, UnaryOp op) -> OpDef& {
     return d.def(name)
         .set_meta(
             [](const TensorList& in, const Attrs&) { return unary_meta(in[0], float_type(in[0])); })
-        .set_cpu(unary_cpu(op));
+        .set_cpu(unary_cpu(op))
+        .set_cuda(unary_cuda(name, op));
   };
   // Floating unary ops that reject integer inputs, as PyTorch's activations do.
   auto def_float_only = [&d](const char* name, UnaryOp op) -> OpDef& {
@@ -163,7 +279,8 @@ void register_unary_ops(Dispatcher& d) {
                    describe(in[0]));
           return unary_meta(in[0], in[0].dtype());
         })
-        .set_cpu(unary_cpu(op));
+        .set_cpu(unary_cpu(op))
+        .set_cuda(unary_cuda(name, op));
   };
 
   d.def("neg")
@@ -173,6 +290,7 @@ void register_unary_ops(Dispatcher& d) {
         return unary_meta(in[0], in[0].dtype());
       })
       .set_cpu(unary_cpu(UnaryOp::Neg))
+      .set_cuda(unary_cuda("neg", UnaryOp::Neg))
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) { return TensorList{neg(ctx.grad_output(0))}; });
 
@@ -184,6 +302,7 @@ void register_unary_ops(Dispatcher& d) {
   d.def("sign")
       .set_meta([](const TensorList& in, const Attrs&) { return unary_meta(in[0], in[0].dtype()); })
       .set_cpu(unary_cpu(UnaryOp::Sign))
+      .set_cuda(unary_cuda("sign", UnaryOp::Sign))
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) { return TensorList{zeros_for(ctx, 0)}; });
   // relu' = 1 where the output is positive, 0 elsewhere (0 at 0).
@@ -252,6 +371,7 @@ void register_unary_ops(Dispatcher& d) {
         const bool t = a.s("approximate") == "tanh";
         unary_compute(t ? UnaryOp::GeluTanh : UnaryOp::Gelu, in[0], out[0]);
       })
+      .set_cuda(gelu_cuda())
       .save(1, 0)
       .set_backward([](const BackwardContext& ctx) {
         static const OpDef& gb = op_named("gelu_backward");
@@ -273,11 +393,13 @@ void register_unary_ops(Dispatcher& d) {
         const bool t = a.s("approximate") == "tanh";
         binary_compute(t ? BinaryOp::GeluTanhBackward : BinaryOp::GeluBackward, in, out[0],
                        out[0].dtype());
-      });
+      })
+      .set_cuda(gelu_backward_cuda());
 
   d.def("logical_not")
       .set_meta([](const TensorList& in, const Attrs&) { return unary_meta(in[0], DType::Bool); })
       .set_cpu(unary_cpu(UnaryOp::LogicalNot))
+      .set_cuda(unary_cuda("logical_not", UnaryOp::LogicalNot))
       .non_differentiable();
   d.def("bitwise_not")
       .set_meta([](const TensorList& in, const Attrs&) {
@@ -286,6 +408,7 @@ void register_unary_ops(Dispatcher& d) {
         return unary_meta(in[0], in[0].dtype());
       })
       .set_cpu(unary_cpu(UnaryOp::BitwiseNot))
+      .set_cuda(unary_cuda("bitwise_not", UnaryOp::BitwiseNot))
       .non_differentiable();
 }
 
@@ -295,6 +418,7 @@ void register_binary_ops(Dispatcher& d) {
         return binary_meta("add", in, arith_type("add", in, true));
       })
       .set_cpu(binary_cpu(BinaryOp::Add))
+      .set_cuda(binary_cuda("add", BinaryOp::Add))
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) {
         const Tensor g = ctx.grad_output(0);
@@ -308,6 +432,7 @@ void register_binary_ops(Dispatcher& d) {
         return binary_meta("sub", in, arith_type("sub", in, true));
       })
       .set_cpu(binary_cpu(BinaryOp::Sub))
+      .set_cuda(binary_cuda("sub", BinaryOp::Sub))
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) {
         const Tensor g = ctx.grad_output(0);
@@ -319,6 +444,7 @@ void register_binary_ops(Dispatcher& d) {
         return binary_meta("mul", in, arith_type("mul", in, true));
       })
       .set_cpu(binary_cpu(BinaryOp::Mul))
+      .set_cuda(binary_cuda("mul", BinaryOp::Mul))
       .save(0b11, 0)
       .set_backward([](const BackwardContext& ctx) {
         const Tensor g = ctx.grad_output(0);
@@ -335,6 +461,7 @@ void register_binary_ops(Dispatcher& d) {
         return binary_meta("div", in, t);
       })
       .set_cpu(binary_cpu(BinaryOp::Div))
+      .set_cuda(binary_cuda("div", BinaryOp::Div))
       .save(0b11, 0)
       .set_backward([](const BackwardContext& ctx) {
         const Tensor g = ctx.grad_output(0);
@@ -353,6 +480,7 @@ void register_binary_ops(Dispatcher& d) {
         return binary_meta("pow", in, arith_type("pow", in, false));
       })
       .set_cpu(binary_cpu(BinaryOp::Pow))
+      .set_cuda(binary_cuda("pow", BinaryOp::Pow))
       .save(0b11, 1)
       .set_backward([](const BackwardContext& ctx) {
         const Tensor g = ctx.grad_output(0);
@@ -366,12 +494,15 @@ void register_binary_ops(Dispatcher& d) {
         return r;
       });
 
-  // remainder(a, b) = a - floor(a / b) b: d/da = 1, d/db = -floor(a / b).
+  // remainder(a, b) = a - floor(a / b) b: d/da = 1, d/db = -floor(a / b). On CUDA,
+  // integer remainder and floor_divide by zero give 0 instead of an error (Note [Integer
+  // division by zero on the GPU] in kernels/cuda/elementwise.h).
   d.def("remainder")
       .set_meta([](const TensorList& in, const Attrs&) {
         return binary_meta("remainder", in, arith_type("remainder", in, false));
       })
       .set_cpu(binary_cpu(BinaryOp::Remainder))
+      .set_cuda(binary_cuda("remainder", BinaryOp::Remainder))
       .save(0b11, 0)
       .set_backward([](const BackwardContext& ctx) {
         const Tensor g = ctx.grad_output(0);
@@ -387,6 +518,7 @@ void register_binary_ops(Dispatcher& d) {
         return binary_meta("floor_divide", in, arith_type("floor_divide", in, false));
       })
       .set_cpu(binary_cpu(BinaryOp::FloorDivide))
+      .set_cuda(binary_cuda("floor_divide", BinaryOp::FloorDivide))
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) {
         TensorList r(2);
@@ -400,6 +532,7 @@ void register_binary_ops(Dispatcher& d) {
         return binary_meta("maximum", in, arith_type("maximum", in, true));
       })
       .set_cpu(binary_cpu(BinaryOp::Maximum))
+      .set_cuda(binary_cuda("maximum", BinaryOp::Maximum))
       .save(0b11, 0)
       .set_backward(minmax_backward(true));
   d.def("minimum")
@@ -407,6 +540,7 @@ void register_binary_ops(Dispatcher& d) {
         return binary_meta("minimum", in, arith_type("minimum", in, true));
       })
       .set_cpu(binary_cpu(BinaryOp::Minimum))
+      .set_cuda(binary_cuda("minimum", BinaryOp::Minimum))
       .save(0b11, 0)
       .set_backward(minmax_backward(false));
 
@@ -417,6 +551,7 @@ void register_binary_ops(Dispatcher& d) {
           return binary_meta(name, in, DType::Bool);
         })
         .set_cpu(binary_cpu(op))
+        .set_cuda(binary_cuda(name, op))
         .non_differentiable();
   };
   def_predicate("eq", BinaryOp::Eq);
@@ -438,6 +573,7 @@ void register_binary_ops(Dispatcher& d) {
           return binary_meta(name, in, t);
         })
         .set_cpu(binary_cpu(op))
+        .set_cuda(binary_cuda(name, op))
         .non_differentiable();
   };
   def_bitwise("bitwise_and", BinaryOp::BitwiseAnd);
@@ -463,6 +599,7 @@ void register_select_ops(Dispatcher& d) {
                    broadcast_strides(a, o.sizes()), b.raw_data(), broadcast_strides(b, o.sizes()),
                    o.sizes());
       })
+      .set_cuda(where_cuda())
       .save(0b001, 0)
       .set_backward([](const BackwardContext& ctx) {
         const Tensor g = ctx.grad_output(0);
@@ -486,18 +623,10 @@ void register_select_ops(Dispatcher& d) {
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs& a) {
         const Tensor& o = out[0];
         const Tensor x = as_dtype(in[0], o.dtype());
-        cpu::ClampBounds bounds;
-        if ((bounds.has_lo = a.has("min"))) {
-          bounds.lo_f = a.scalar("min").to_double();
-          bounds.lo_i = a.scalar("min").to_int();
-        }
-        if ((bounds.has_hi = a.has("max"))) {
-          bounds.hi_f = a.scalar("max").to_double();
-          bounds.hi_i = a.scalar("max").to_int();
-        }
         cpu::clamp(o.dtype(), o.raw_data(), o.strides(), x.raw_data(), x.strides(), o.sizes(),
-                   bounds);
+                   clamp_bounds(a));
       })
+      .set_cuda(clamp_cuda())
       .save(1, 0)
       .set_backward([](const BackwardContext& ctx) {
         const Tensor& x = ctx.inputs[0];
@@ -726,6 +855,7 @@ void register_inplace_arith_ops(Dispatcher& d) {
       .set_kind(OpKind::InPlace)
       .set_meta(inplace_meta("add_"))
       .set_cpu(binary_cpu(BinaryOp::Add))
+      .set_cuda(binary_cuda("add_", BinaryOp::Add))
       .save(0, 0)
       .set_backward([](const BackwardContext& ctx) {
         const Tensor g = ctx.grad_output(0);
@@ -737,6 +867,7 @@ void register_inplace_arith_ops(Dispatcher& d) {
       .set_kind(OpKind::InPlace)
       .set_meta(inplace_meta("mul_"))
       .set_cpu(binary_cpu(BinaryOp::Mul))
+      .set_cuda(binary_cuda("mul_", BinaryOp::Mul))
       .save(0b11, 0)
       .set_backward([](const BackwardContext& ctx) {
         const Tensor g = ctx.grad_output(0);
