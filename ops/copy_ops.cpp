@@ -69,8 +69,9 @@ void register_copy_ops(Dispatcher& d) {
         return std::vector<TensorMeta>{{in[0].sizes(), in[0].dtype(), a.device("device")}};
       })
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs&) {
-        if (in[0].is_cpu()) return cpu_copy(out[0], in[0]);
-        MF_CHECK(g_cross_device_copy != nullptr, "to: copying from ", in[0].device(),
+        // Dispatched on the source's device: the destination may be a GPU.
+        if (out[0].is_cpu()) return cpu_copy(out[0], in[0]);
+        MF_CHECK(g_cross_device_copy != nullptr, "to: copying to ", out[0].device(),
                  " needs the CUDA backend");
         g_cross_device_copy(out[0], in[0]);
       })
