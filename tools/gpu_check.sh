@@ -25,8 +25,8 @@ for step in "$@"; do
       grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|error" "$out/tests.log" | head -60 ;;
     sanitize)
       for tool in memcheck racecheck synccheck; do
-        compute-sanitizer --tool $tool --error-exitcode 9 \
-          ./build-gpu/tests/microflex_tests --gtest_brief=1 --gtest_filter='Cuda*:*Cuda*' \
+        timeout "${MICROFLEX_SANITIZE_TIMEOUT:-900}" compute-sanitizer --tool $tool --error-exitcode 9 \
+          ./build-gpu/tests/microflex_tests --gtest_brief=1 --gtest_filter="${MICROFLEX_SANITIZE_FILTER:-Cuda*:*Cuda*}" \
           >"$out/sanitize_$tool.log" 2>&1
         echo "compute-sanitizer $tool rc=$?"; grep -E "ERROR SUMMARY|PASSED|FAILED" "$out/sanitize_$tool.log" | tail -3
       done ;;
