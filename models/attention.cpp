@@ -154,11 +154,12 @@ void CausalSelfAttention::on_converted() {
   // Recompute the derived tables at the new dtype's precision rather than keep values
   // rounded to the old one.
   NoGradGuard no_grad;
-  if (slopes.defined()) slopes.copy_(alibi_slopes(cfg.n_head, slopes.dtype()));
+  // The tables are made on the host; copy_ needs them on the buffer's device.
+  if (slopes.defined()) slopes.copy_(alibi_slopes(cfg.n_head, slopes.dtype()).to(slopes.device()));
   if (cfg.rotary) {
     auto [cs, sn] = rotary_tables(cfg.max_len, head_dim, cfg.rope_base, rope_cos.dtype());
-    rope_cos.copy_(cs);
-    rope_sin.copy_(sn);
+    rope_cos.copy_(cs.to(rope_cos.device()));
+    rope_sin.copy_(sn.to(rope_sin.device()));
   }
 }
 
