@@ -152,7 +152,8 @@ Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptio
   Tensor out = t;
   if (opts.dtype != src) out = out.to(opts.dtype);
   if (opts.device != Device::cpu()) out = out.to(opts.device);
-  if (local_dispatch_state().included.has(DispatchKey::Fake))
+  const LocalDispatchState& tls = local_dispatch_state();
+  if (tls.included.has(DispatchKey::Fake) && !tls.excluded.has(DispatchKey::Fake))
     out = Tensor::make(shape, opts.dtype, opts.device, true);
   if (opts.requires_grad) out.requires_grad_();
   return out;
