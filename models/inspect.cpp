@@ -81,13 +81,16 @@ double unmasked_fraction(const BlockMask& bm) {
 namespace {
 
 // Bytes held on the device by fake tensors, relative to a starting point.
+// Reads the fake allocator (estimates) or the real one (measurements) of a device.
 struct Meter {
   Device device;
+  bool real = false;
   int64_t base = 0;
-  explicit Meter(Device d) : device(d), base(fake_memory_stats(d).allocated) {}
-  int64_t now() const { return fake_memory_stats(device).allocated - base; }
-  int64_t peak() const { return fake_memory_stats(device).peak - base; }
-  void reset_peak() const { reset_fake_peak(device); }
+  Meter(Device d, bool r) : device(d), real(r), base(stats().allocated) {}
+  MemoryStats stats() const { return real ? memory_stats(device) : fake_memory_stats(device); }
+  int64_t now() const { return stats().allocated - base; }
+  int64_t peak() const { return stats().peak - base; }
+  void reset_peak() const { real ? reset_peak_memory_stats(device) : reset_fake_peak(device); }
 };
 
 // Appends one row per module call; each row's bytes are the growth since the last row.
@@ -211,8 +214,12 @@ int64_t bytes_of(const Tensor& t) {
 
 }  // namespace
 
-ModelEstimate estimate_training_step(const GPTConfig& cfg, int64_t batch, Device device,
-                                     DTypePolicy dtype) {
+namespace {
+
+// One training step (build, forward, backward, AdamW) in fake mode (`real` false: the
+// estimate) or on real tensors (`real` true: the measurement it is checked against).
+ModelEstimate run_training_step(const GPTConfig& cfg, int64_t batch, Device device,
+                                DTypePolicy dtype, bool real) {
   check_config(cfg, batch);
   MF_CHECK(!fake_mode_active(),
            "estimate_training_step: call it outside fake mode (it measures the block mask on "
@@ -234,9 +241,10 @@ ModelEstimate estimate_training_step(const GPTConfig& cfg, int64_t batch, Device
   const LayerFlops f = layer_flops(cfg, B, T, e.unmasked_fraction);
   e.attention_flops_per_layer = f.attention_core;
 
-  FakeModeGuard fake;
+  std::optional<FakeModeGuard> fake;
+  if (!real) fake.emplace();
   EnableGradGuard grad;
-  const Meter meter(device);
+  const Meter meter(device, real);
   MemoryEstimate& mem = e.memory;
 
   // Under bf16, `master` holds the float32 weights the optimizer updates and `model` is
@@ -306,6 +314,18 @@ ModelEstimate estimate_training_step(const GPTConfig& cfg, int64_t batch, Device
   e.forward_flops_per_token = static_cast<double>(e.forward_flops) / static_cast<double>(B * T);
   e.training_flops_per_token = 3.0 * e.forward_flops_per_token;
   return e;
+}
+
+}  // namespace
+
+ModelEstimate estimate_training_step(const GPTConfig& cfg, int64_t batch, Device device,
+                                     DTypePolicy dtype) {
+  return run_training_step(cfg, batch, device, dtype, /*real=*/false);
+}
+
+ModelEstimate measure_training_step(const GPTConfig& cfg, int64_t batch, Device device,
+                                    DTypePolicy dtype) {
+  return run_training_step(cfg, batch, device, dtype, /*real=*/true);
 }
 
 graph::GraphModule trace_block(const GPTConfig& cfg, int64_t batch, Device device,

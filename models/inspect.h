@@ -97,6 +97,10 @@ struct ModelEstimate {
 // documents (that needs document ids).
 ModelEstimate estimate_training_step(const GPTConfig& cfg, int64_t batch, Device device,
                                      DTypePolicy dtype = DTypePolicy::FP32);
+// The same step run on real tensors (allocating for real on `device`), with the memory
+// figures read from the device's allocator: what estimate_training_step is checked against.
+ModelEstimate measure_training_step(const GPTConfig& cfg, int64_t batch, Device device,
+                                    DTypePolicy dtype = DTypePolicy::FP32);
 
 // 2*B*H*M*N*D for Q K^T plus 2*B*H*M*N*Dv for P V, times the kept fraction of pairs.
 int64_t attention_flops(int64_t B, int64_t H, int64_t M, int64_t N, int64_t D, int64_t Dv,
