@@ -5,6 +5,7 @@
 
 #include "autograd/grad_mode.h"
 #include "core/dispatch.h"
+#include "core/fake.h"
 #include "ops/elementwise.h"
 #include "ops/op_utils.h"
 
@@ -141,7 +142,14 @@ BlockMask create_block_mask(const MaskMod& mask_mod, int64_t B, int64_t H, int64
         }
   }
   BlockMask bm = from_lists(l, block_size, M, N, mask_mod);
-  return device.is_cpu() ? bm : bm.to(device);
+  bm = device.is_cpu() ? bm : bm.to(device);
+  // Under fake mode every tensor made is fake, block masks too (shapes and memory only).
+  if (fake_mode_active())
+    for (Tensor* t : {&bm.kv_num_blocks, &bm.kv_indices, &bm.full_kv_num_blocks,
+                      &bm.full_kv_indices, &bm.q_num_blocks, &bm.q_indices,
+                      &bm.full_q_num_blocks, &bm.full_q_indices})
+      *t = to_fake(*t);
+  return bm;
 }
 
 Tensor create_mask(const MaskMod& mask_mod, int64_t B, int64_t H, int64_t M, int64_t N,
