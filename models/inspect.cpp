@@ -2,6 +2,8 @@
 // table and JSON, the traced block and the microflex-inspect command line.
 #include "models/inspect.h"
 
+#include "models/mixed_precision.h"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -252,10 +254,11 @@ ModelEstimate run_training_step(const GPTConfig& cfg, int64_t batch, Device devi
   auto master = std::make_shared<GPT>(cfg);
   master->to(device);
   std::shared_ptr<GPT> model = master;
+  std::optional<MixedPrecision> mixed;
   if (dtype == DTypePolicy::BF16) {
     model = std::make_shared<GPT>(cfg);
     model->to(device);
-    model->to(DType::BFloat16);
+    mixed.emplace(*master, *model);
   }
   e.parameters = master->num_parameters();
   mem.after_build = mem.weights = meter.now();
@@ -281,25 +284,11 @@ ModelEstimate run_training_step(const GPTConfig& cfg, int64_t batch, Device devi
 
   meter.reset_peak();
   {
-    const TensorList masters = master->parameters(), copies = model->parameters();
-    if (model != master) {
-      // bf16 gradients become float32 master gradients.
-      NoGradGuard no_grad;
-      for (size_t i = 0; i < masters.size(); ++i) {
-        Tensor mp = masters[i], cp = copies[i];
-        if (cp.grad().defined()) mp.set_grad(cp.grad().to(DType::Float32));
-        cp.zero_grad();
-      }
-    }
+    const TensorList masters = master->parameters();
+    if (mixed) mixed->grads_to_master();
     AdamW opt(master->named_parameters());
     opt.step();
-    if (model != master) {
-      NoGradGuard no_grad;
-      for (size_t i = 0; i < masters.size(); ++i) {
-        Tensor cp = copies[i];
-        cp.copy_(masters[i]);
-      }
-    }
+    if (mixed) mixed->master_to_compute();
     int64_t grad_bytes = 0;
     for (const Tensor& p : masters) grad_bytes += bytes_of(p.grad());
     mem.peak_step = meter.peak();
