@@ -1,5 +1,6 @@
 // Fused nn kernels on the GPU. cross_entropy, layer_norm and rms_norm run one warp
-// (rows up to 1024) or one block per row; the parameter gradients of the norms are a
+// or one block per row (norm rows that fit are held in registers, Note [Rows in registers]
+// in kernels/cuda/rows.cuh); the parameter gradients of the norms are a
 // two-stage column reduction (Note [Norm parameter gradients]); dropout draws its mask
 // from the header-only Philox of kernels/cpu/philox.h, so it equals the CPU mask.
 #include <algorithm>
@@ -182,6 +183,58 @@ __global__ void __launch_bounds__(1024)
           return y;
         },
         xr);
+  }
+}
+
+// The same computation with the row held in registers: one read of x, the mean and the
+// mean of squared deviations from registers (two passes, as the CPU kernel), one write.
+template <typename T, bool kWarp, bool kLayer>
+__global__ void __launch_bounds__(kRegRowMaxThreads)
+    norm_forward_regs_kernel(const T* x, const acc<T>* w, const acc<T>* b, int64_t m, int64_t d,
+                             acc<T> eps, T* out, acc<T>* mean, acc<T>* rstd) {
+  using A = acc<T>;
+  constexpr int kElems = RegRow<T>::kElems;
+  const RowGroup<kWarp> grp;
+  auto add = [](A u, A v) { return u + v; };
+  const int n = static_cast<int>(d);
+  for (int64_t row = grp.first; row < m; row += grp.stride) {
+    RegRow<T> rr;  // (D) in registers, 0 past the row
+    rr.load(x + row * d, n, grp.tid, grp.nthr, A(0));
+    A mu = 0;
+    if constexpr (kLayer) {
+      A s = 0;
+#pragma unroll
+      for (int i = 0; i < kElems; ++i) s += rr.v[i];
+      mu = grp.allreduce(s, add) / static_cast<A>(d);
+    }
+    A ss = 0;
+#pragma unroll
+    for (int i = 0; i < kElems; ++i) {
+      const A dv = rr.v[i] - mu;
+      if (RegRow<T>::index(i, grp.tid, grp.nthr) < n) ss += dv * dv;
+    }
+    ss = grp.allreduce(ss, add);
+    const A r = A(1) / dsqrt(ss / static_cast<A>(d) + eps);
+    if (grp.tid == 0) {
+      if constexpr (kLayer) mean[row] = mu;
+      rstd[row] = r;
+    }
+    constexpr int V = RegRow<T>::V;
+    rr.store_vectors(out + row * d, n, grp.tid, grp.nthr, [&](int j0, A(&y)[V]) {
+      A p[V];
+#pragma unroll
+      for (int u = 0; u < V; ++u) y[u] = (y[u] - mu) * r;
+      if (w) {
+        RegRow<T>::load_acc(w + j0, p);
+#pragma unroll
+        for (int u = 0; u < V; ++u) y[u] *= p[u];
+      }
+      if (b) {
+        RegRow<T>::load_acc(b + j0, p);
+#pragma unroll
+        for (int u = 0; u < V; ++u) y[u] += p[u];
+      }
+    });
   }
 }
 
@@ -413,6 +466,15 @@ void norm_forward(int device, DType type, const void* x, const void* weight, con
   MF_CUDA_DISPATCH_FLOATING(type, [&] {
     using T = scalar_t;
     using A = acc<T>;
+    if (reg_rows_apply<T>(d, {x, out, weight, bias})) {
+      launch_reg_rows<T>(m, d, [&](auto warp, dim3 grid, dim3 block) {
+        norm_forward_regs_kernel<T, decltype(warp)::value, kLayer><<<grid, block, 0, s>>>(
+            static_cast<const T*>(x), static_cast<const A*>(weight), static_cast<const A*>(bias), m,
+            d, static_cast<A>(eps), static_cast<T*>(out), static_cast<A*>(mean),
+            static_cast<A*>(rstd));
+      });
+      return;
+    }
     launch_rows(m, d, [&](auto warp, dim3 grid, dim3 block) {
       norm_forward_kernel<T, decltype(warp)::value, kLayer><<<grid, block, 0, s>>>(
           static_cast<const T*>(x), static_cast<const A*>(weight), static_cast<const A*>(bias), m,

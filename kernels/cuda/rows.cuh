@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <type_traits>
 #include <utility>
 
@@ -267,6 +268,128 @@ __device__ __forceinline__ void row_read(int64_t n, int tid, int nthr, F&& f, co
 template <typename T, typename F, typename... P>
 __device__ __forceinline__ void row_write(T* out, int64_t n, int tid, int nthr, F&& f, P... in) {
   detail::row_walk<true, T>(out, n, tid, nthr, f, in...);
+}
+
+// Note [Rows in registers]
+// A row of up to kRegRowMaxThreads * RegRow<T>::kElems elements is loaded once into the
+// registers of its group (a warp, or a block of up to kRegRowMaxThreads), reduced from
+// there and written back: it crosses memory once each way, where a row walk re-reads it
+// for every pass. Thread tid keeps the row's 16-byte vectors k * nthr + tid (k < kVecs),
+// so every load and store instruction of a warp covers 512 contiguous bytes. This needs
+// R a multiple of the vector width V and 16-byte aligned buffers (reg_row_vectorizable);
+// other rows take the row-walk kernels. Slots past the row hold `pad`.
+constexpr int kRegRowMaxThreads = 512;
+
+template <typename T>
+struct RegRow {
+  using A = acc<T>;
+  static constexpr int V = 16 / sizeof(T);
+  // 32 values per thread (8 for float64, whose exp needs many registers): the row fits
+  // without spilling under __launch_bounds__(kRegRowMaxThreads), which allows 128
+  // registers per thread (64 are used for float32 and bfloat16 softmax).
+  static constexpr int kVecs = sizeof(T) == 2 ? 4 : (sizeof(T) == 4 ? 8 : 4);
+  static constexpr int kElems = kVecs * V;
+  A v[kElems];  // slot k * V + u holds element (k * nthr + tid) * V + u
+
+  // Offsets within a row are int: a row that fits has at most kRegRowMaxThreads * kElems
+  // elements.
+  __device__ __forceinline__ static int index(int i, int tid, int nthr) {
+    return ((i / V) * nthr + tid) * V + i % V;
+  }
+
+  __device__ __forceinline__ void load(const T* row, int n, int tid, int nthr, A pad) {
+#pragma unroll
+    for (int k = 0; k < kVecs; ++k) {
+      const int j0 = (k * nthr + tid) * V;
+      if (j0 < n) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(row + j0);
+        const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+        for (int u = 0; u < V; ++u) v[k * V + u] = microflex::cuda::load(e + u);
+      } else {
+#pragma unroll
+        for (int u = 0; u < V; ++u) v[k * V + u] = pad;
+      }
+    }
+  }
+
+  // For each of the thread's vectors inside the row: y = its values, f(j0, y) (j0 its first
+  // element) changes y in place, and y is stored to row[j0 .. j0 + V). Vector by vector, so
+  // a caller that reads more data per vector in f holds one vector of it at a time.
+  template <typename F>
+  __device__ __forceinline__ void store_vectors(T* row, int n, int tid, int nthr, F f) const {
+#pragma unroll
+    for (int k = 0; k < kVecs; ++k) {
+      const int j0 = (k * nthr + tid) * V;
+      if (j0 < n) {
+        A y[V];
+#pragma unroll
+        for (int u = 0; u < V; ++u) y[u] = v[k * V + u];
+        f(j0, y);
+        uint4 raw;
+        T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+        for (int u = 0; u < V; ++u) microflex::cuda::store(e + u, y[u]);
+        *reinterpret_cast<uint4*>(row + j0) = raw;
+      }
+    }
+  }
+
+  // V values of A from p (16-byte aligned; V values of A are whole 16-byte vectors since
+  // sizeof(A) >= sizeof(T)).
+  __device__ __forceinline__ static void load_acc(const A* p, A (&out)[V]) {
+    constexpr int kWords = V * sizeof(A) / 16;
+#pragma unroll
+    for (int w = 0; w < kWords; ++w)
+      reinterpret_cast<uint4*>(out)[w] = reinterpret_cast<const uint4*>(p)[w];
+  }
+
+  // row[index(i)] = f(v[i]) for the slots inside the row.
+  template <typename F>
+  __device__ __forceinline__ void store(T* row, int n, int tid, int nthr, F f) const {
+#pragma unroll
+    for (int k = 0; k < kVecs; ++k) {
+      const int j0 = (k * nthr + tid) * V;
+      if (j0 < n) {
+        uint4 raw;
+        T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+        for (int u = 0; u < V; ++u) microflex::cuda::store(e + u, f(v[k * V + u]));
+        *reinterpret_cast<uint4*>(row + j0) = raw;
+      }
+    }
+  }
+};
+
+// Whether rows of r elements of T can be held in registers (Note [Rows in registers]): r
+// fits, r is a multiple of the vector width and every non-null buffer is 16-byte aligned
+// (rows then all start on a 16-byte boundary).
+template <typename T>
+bool reg_rows_apply(int64_t r, std::initializer_list<const void*> ptrs) {
+  if (r > int64_t(kRegRowMaxThreads) * RegRow<T>::kElems || r % RegRow<T>::V != 0) return false;
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
+
+// Launches f(std::bool_constant<kWarp>, grid, block) for `items` rows of r elements held in
+// registers: a warp per row (4 rows per block) when the row fits 32 threads, else a block
+// per row with the fewest warps that hold it (128 threads for 4096 float32 or bfloat16).
+// The kernel's launch bound is kRegRowMaxThreads.
+template <typename T, typename F>
+void launch_reg_rows(int64_t items, int64_t r, F f) {
+  if (items == 0) return;
+  constexpr int64_t kMaxGrid = 0x7fffffff;
+  constexpr int64_t per = RegRow<T>::kElems;
+  if (r <= kWarpSize * per) {
+    const int64_t blocks = ceil_div(items, kWarpsPerBlock);
+    f(std::true_type{}, dim3(static_cast<unsigned>(blocks < kMaxGrid ? blocks : kMaxGrid)),
+      dim3(kWarpSize * kWarpsPerBlock));
+  } else {
+    const int64_t threads = ceil_div(ceil_div(r, per), kWarpSize) * kWarpSize;
+    f(std::false_type{}, dim3(static_cast<unsigned>(items < kMaxGrid ? items : kMaxGrid)),
+      dim3(static_cast<unsigned>(threads)));
+  }
 }
 
 // The online (max, sum of exp) state of softmax and logsumexp (Note [Online softmax]).
