@@ -304,6 +304,7 @@ void register_cuda_backend() {
 namespace microflex::cuda {
 void synchronize(int) {}
 void empty_cache() {}
+bool device_memory(int, int64_t*, int64_t*) { return false; }
 void set_allow_tf32(bool) {}
 bool allow_tf32() {
   return false;

@@ -12,6 +12,8 @@ namespace microflex::cuda {
 void synchronize(int device = -1);
 // Returns cached, unused blocks to the driver.
 void empty_cache();
+// Free and total bytes of `device` (false without CUDA or on error).
+bool device_memory(int device, int64_t* free_bytes, int64_t* total_bytes);
 // TF32 tensor-core math for float32 matmuls (off by default, as in PyTorch).
 void set_allow_tf32(bool allow);
 bool allow_tf32();

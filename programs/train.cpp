@@ -15,10 +15,13 @@
 #include <sstream>
 
 #include "autograd/grad_mode.h"
+#include "core/cuda_backend.h"
 #include "core/error.h"
 #include "models/checkpoint.h"
 #include "models/data.h"
 #include "models/gpt.h"
+#include "models/inspect.h"
+#include "models/mixed_precision.h"
 #include "models/optim.h"
 #include "ops/elementwise.h"
 #include "programs/flags.h"
@@ -43,6 +46,7 @@ struct Options {
   int64_t warmup = 100;
   int64_t eval_every = 100, eval_batches = 10, ckpt_every = 0;
   std::string device = "cpu";
+  std::string dtype = "fp32";  // fp32, or bf16 mixed precision (float32 master weights)
   int64_t seed = 1337;
   std::string out_dir = "out/train";
   bool resume = false;
@@ -67,6 +71,7 @@ command-line values override the file):
   eval_every, eval_batches   validation loss every eval_every steps (0: only at the end)
   ckpt_every             also save a checkpoint every N steps (0: only at the end)
   device=cpu|cuda, seed, out_dir
+  dtype=fp32|bf16        bf16: bf16 forward/backward, float32 master weights and AdamW
   resume                 continue from out_dir/ckpt.safetensors
   save_init_only         write out_dir/init.safetensors (initial weights) and exit
   dump_batches=N         write the first N steps' batches to out_dir/batches.safetensors
@@ -118,6 +123,7 @@ flags::Table make_table(Options* o) {
   int_("eval_batches", &o->eval_batches, 1);
   int_("ckpt_every", &o->ckpt_every, 0);
   str("device", &o->device);
+  str("dtype", &o->dtype);
   int_("seed", &o->seed, 0);
   str("out_dir", &o->out_dir);
   bln("resume", &o->resume);
@@ -172,6 +178,8 @@ void validate(Options& o) {
     throw UsageError("--data must be brown or tiny, got '" + o.data + "'");
   if (o.device != "cpu" && o.device != "cuda")
     throw UsageError("--device must be cpu or cuda, got '" + o.device + "'");
+  if (o.dtype != "fp32" && o.dtype != "bf16")
+    throw UsageError("--dtype must be fp32 or bf16, got '" + o.dtype + "'");
   if (o.n_embd % o.n_head != 0)
     throw UsageError("--n_embd (" + std::to_string(o.n_embd) +
                      ") must be a multiple of --n_head (" + std::to_string(o.n_head) + ")");
@@ -198,7 +206,8 @@ std::string describe(const Options& o) {
      << "\naccum_steps = " << o.accum_steps << "\nsteps = " << o.steps << "\nlr = " << o.lr
      << "\nmin_lr = " << o.min_lr << "\nwarmup = " << o.warmup
      << "\nweight_decay = " << o.weight_decay << "\ngrad_clip = " << o.grad_clip
-     << "\nbeta1 = " << o.beta1 << "\nbeta2 = " << o.beta2 << "\nseed = " << o.seed << "\n";
+     << "\nbeta1 = " << o.beta1 << "\nbeta2 = " << o.beta2 << "\nseed = " << o.seed
+     << "\ndtype = " << o.dtype << "\n";
   return os.str();
 }
 
@@ -369,14 +378,11 @@ extern "C" void on_sigint(int) {
   std::signal(SIGINT, SIG_DFL);
 }
 
-// A rough count of the bytes training needs on the device: weights, gradients and the two
-// AdamW moments, plus activations kept for backward (about 16 B*T*C floats per layer and
-// the logits). A place to warn before a run that will not fit.
-double estimate_training_bytes(const mf::GPT& model, const Options& o) {
-  const double params = static_cast<double>(model.num_parameters());
-  const double tokens = static_cast<double>(o.batch_size * o.block_size);
-  const double acts = tokens * (16.0 * static_cast<double>(o.n_embd * o.n_layer) + 3.0 * 256.0);
-  return 4.0 * (4.0 * params + acts);
+// The fake-mode estimate of one training step (models/inspect.h): printed at start, and a
+// warning when its peak exceeds the device's free memory.
+mf::ModelEstimate estimate_step(const mf::GPTConfig& cfg, const Options& o, mf::Device device) {
+  return mf::estimate_training_step(cfg, o.batch_size, device,
+                                    o.dtype == "bf16" ? mf::DTypePolicy::BF16 : mf::DTypePolicy::FP32);
 }
 
 struct Data {
@@ -451,9 +457,31 @@ int train(Options& o) {
   cfg.bias = o.bias;
   cfg.rotary = o.rotary;
   cfg.attention = parse_attention(o.attention);
+  std::string fit_warning;
+  int64_t est_peak = 0;
+  if (!cfg.attention.document) {
+    const mf::ModelEstimate est = estimate_step(cfg, o, device);
+    est_peak = est.memory.steady_peak;
+    int64_t free_bytes = 0, total_bytes = 0;
+    if (device.is_cuda() && mf::cuda::device_memory(device.index, &free_bytes, &total_bytes) &&
+        est_peak > free_bytes)
+      fit_warning = "warning: the estimated peak of a training step (" +
+                    fmt("%.0f", est_peak / 1048576.0) + " MiB) exceeds the free memory of " +
+                    device.str() + " (" + fmt("%.0f", free_bytes / 1048576.0) +
+                    " MiB); expect an out-of-memory error\n";
+  }
   mf::manual_seed(static_cast<uint64_t>(o.seed));
   mf::GPT model(cfg);
   if (!device.is_cpu()) model.to(device);
+  // bf16: `model` keeps the float32 masters the optimizer updates, `compute` runs.
+  std::unique_ptr<mf::GPT> compute_copy;
+  std::unique_ptr<mf::MixedPrecision> mixed;
+  if (o.dtype == "bf16") {
+    compute_copy = std::make_unique<mf::GPT>(cfg);
+    if (!device.is_cpu()) compute_copy->to(device);
+    mixed = std::make_unique<mf::MixedPrecision>(model, *compute_copy);
+  }
+  mf::GPT& compute = compute_copy ? *compute_copy : model;
   mf::AdamWOptions ao;
   ao.lr = o.lr;
   ao.beta1 = o.beta1;
@@ -477,6 +505,7 @@ int train(Options& o) {
   if (o.resume) {
     if (!fs::exists(ckpt)) throw UsageError("--resume: no checkpoint at " + ckpt);
     mf::load_checkpoint(ckpt, model, opt, &state);
+    if (mixed) mixed->master_to_compute();
     state.extra["train_config"] = describe(o);
     std::cerr << "resumed from " << ckpt << " at step " << state.step << "\n";
   }
@@ -492,17 +521,18 @@ int train(Options& o) {
   std::cerr << "microflex-train: " << o.data << " (" << data.train.size() << " train / "
             << data.val.size() << " val bytes), " << model.num_parameters() << " parameters, "
             << o.n_layer << " layers x " << o.n_head << " heads x " << o.n_embd << ", context "
-            << o.block_size << ", " << tokens_per_step << " tokens/step, ~"
-            << fmt("%.0f", estimate_training_bytes(model, o) / (1 << 20)) << " MiB, "
-            << device.str() << "; unigram entropy " << fmt("%.3f", unigram_entropy(data.train))
-            << " nats/byte\n";
+            << o.block_size << ", " << tokens_per_step << " tokens/step, "
+            << (est_peak ? "estimated peak " + fmt("%.0f", est_peak / 1048576.0) + " MiB, " : "")
+            << o.dtype << " on " << device.str() << "; unigram entropy " << fmt("%.3f", unigram_entropy(data.train))
+            << " nats/byte\n"
+            << fit_warning;
 
   const mf::CosineSchedule sched{o.lr, o.min_lr, o.warmup, o.steps};
   std::vector<mf::Batch> dumped;
   const bool tty = isatty(STDERR_FILENO) != 0;
   const int64_t print_every = std::max<int64_t>(1, o.steps / 50);
   std::signal(SIGINT, on_sigint);
-  model.train();
+  compute.train();
   const auto run_start = std::chrono::steady_clock::now();
   const int64_t first_step = state.step;
   double last_val = NAN;
@@ -514,19 +544,21 @@ int train(Options& o) {
     for (int64_t micro = 0; micro < o.accum_steps; ++micro) {
       mf::Batch b = mf::sample_batch(data.train, o.batch_size, o.block_size, state.rng, device);
       if (state.step < o.dump_batches) dumped.push_back(b);
-      const mf::Tensor l = run_model(model, b).loss;
+      const mf::Tensor l = run_model(compute, b).loss;
       (o.accum_steps > 1 ? l / static_cast<double>(o.accum_steps) : l).backward();
       loss += static_cast<double>(l.item<float>());
     }
     loss /= static_cast<double>(o.accum_steps);
+    if (mixed) mixed->grads_to_master();
     if (o.grad_clip > 0.0) mf::clip_grad_norm_(model.parameters(), o.grad_clip);
     opt.step();
     opt.zero_grad();
+    if (mixed) mixed->master_to_compute();
     ++state.step;
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const bool eval_now =
         (o.eval_every > 0 && state.step % o.eval_every == 0) || state.step == o.steps;
-    const double val = eval_now ? evaluate(model, data.val, o, device) : NAN;
+    const double val = eval_now ? evaluate(compute, data.val, o, device) : NAN;
     if (eval_now) last_val = val;
     rows.push_back({state.step, loss, val, lr, static_cast<double>(tokens_per_step) / dt});
     csv_out << csv_line(rows.back());
