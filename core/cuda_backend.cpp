@@ -278,6 +278,19 @@ void set_poison_allocations(bool on) {
   g_poison = on;
 }
 
+bool device_memory(int device, int64_t* free_bytes, int64_t* total_bytes) {
+  if (device < 0 || device >= cuda_device_count()) return false;
+  set_device(device);
+  size_t f = 0, t = 0;
+  if (cudaMemGetInfo(&f, &t) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  *free_bytes = static_cast<int64_t>(f);
+  *total_bytes = static_cast<int64_t>(t);
+  return true;
+}
+
 }  // namespace cuda
 
 int cuda_device_count() {
