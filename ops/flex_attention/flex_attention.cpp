@@ -9,6 +9,7 @@
 #include "autograd/node.h"
 #include "core/fake.h"
 #include "ops/flex_attention/dense.h"
+#include "ops/flex_attention/fused.h"
 #include "ops/op_utils.h"
 
 namespace microflex {
@@ -60,10 +61,10 @@ Tensor proxy_scalar(DType dt, Device dev) {
   return Tensor::make({}, dt, dev, true);
 }
 
-// Runs a per-element graph on broadcast blocks (shapes differ from the traced 0-d ones).
+// Runs a per-element graph on broadcast blocks (shapes differ from the traced 0-d ones);
+// the fused path reads the graph back out of the SubgraphFn (FlexGraphFn in fused.h).
 SubgraphFn graph_fn(const graph::GraphModule& gm) {
-  auto g = gm.graph_ptr();
-  return [g](const TensorList& in) { return graph::GraphModule(g, {}).run_all(in, false); };
+  return FlexGraphFn{gm.graph_ptr()};
 }
 
 }  // namespace
@@ -193,10 +194,14 @@ struct FlexAttentionNode final : autograd::Node {
 const HigherOrderOperator& forward_op() {
   static const HigherOrderOperator* op = [] {
     auto* h = new HigherOrderOperator("flex_attention", {"score_mod", "mask_mod"});
-    h->impl(DispatchKey::CPU,
-            [](const HigherOrderOperator&, DispatchKeySet, const std::vector<SubgraphFn>& fns,
-               const TensorList& ops,
-               const Attrs& a) { return flex_dense_forward(unpack(ops, 3, fns, a)); });
+    h->impl(DispatchKey::CPU, [](const HigherOrderOperator&, DispatchKeySet,
+                                 const std::vector<SubgraphFn>& fns, const TensorList& ops,
+                                 const Attrs& a) {
+      const FlexArgs f = unpack(ops, 3, fns, a);
+      const auto kernel = static_cast<FlexKernel>(a.has("kernel") ? a.i("kernel") : int64_t{0});
+      if (auto r = flex_try_fused_forward(f, kernel)) return *r;
+      return flex_dense_forward(f);
+    });
     h->impl(DispatchKey::Fake,
             [](const HigherOrderOperator&, DispatchKeySet, const std::vector<SubgraphFn>&,
                const TensorList& ops, const Attrs&) { return fakes(forward_metas(ops)); });
@@ -357,6 +362,7 @@ FlexAttentionResult flex_attention(const Tensor& q, const Tensor& k, const Tenso
   a.set("scale", opts.scale ? *opts.scale : 1.0 / std::sqrt(static_cast<double>(q.size(3))));
   a.set("has_block_mask", opts.block_mask.has_value());
   a.set("has_score_mod", static_cast<bool>(opts.score_mod));
+  if (opts.kernel != FlexKernel::Auto) a.set("kernel", static_cast<int64_t>(opts.kernel));
   a.set("q_block_size", opts.block_mask ? opts.block_mask->q_block_size : int64_t{128});
   a.set("kv_block_size", opts.block_mask ? opts.block_mask->kv_block_size : int64_t{128});
   if (opts.block_mask) {

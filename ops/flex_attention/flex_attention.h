@@ -17,12 +17,19 @@ namespace microflex {
 using ScoreMod = std::function<Tensor(const Tensor& score, const Tensor& b, const Tensor& h,
                                       const Tensor& q_idx, const Tensor& kv_idx)>;
 
+// Which forward implementation runs: Auto takes the fused CUDA kernel (NVRTC-compiled
+// from the traced mods, ops/flex_attention/fused.h) for CUDA inputs when the mods can be
+// generated, the shapes are supported and no gradient is recorded, else the dense path;
+// Fused raises when the fused kernel cannot run; Dense never uses it.
+enum class FlexKernel { Auto, Dense, Fused };
+
 struct FlexAttentionOptions {
   ScoreMod score_mod;                   // empty: scores unchanged
   std::optional<BlockMask> block_mask;  // empty: every key attends
   std::optional<double> scale;          // default 1/sqrt(D)
   bool enable_gqa = false;              // Hq a multiple of Hkv
   bool return_lse = false;
+  FlexKernel kernel = FlexKernel::Auto;
 };
 
 struct FlexAttentionResult {

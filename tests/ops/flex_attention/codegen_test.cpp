@@ -1,0 +1,160 @@
+// The CUDA source generated from traced score_mod / mask_mod graphs (golden strings for
+// the classic variants) and the errors for graphs it cannot emit.
+#include "ops/flex_attention/codegen.h"
+
+#include <cmath>
+
+#include "microflex/microflex.h"
+#include "ops/flex_attention/flex_attention.h"
+#include "test_util.h"
+
+namespace mf = microflex;
+namespace cg = microflex::flex_codegen;
+
+namespace {
+
+using T = mf::Tensor;
+
+std::string score_src(const mf::ScoreMod& f) {
+  return cg::generate_score_mod(
+      mf::trace_score_mod(f, mf::DType::Float32, mf::Device::cpu()).graph());
+}
+std::string mask_src(const mf::MaskMod& f) {
+  return cg::generate_mask_mod(mf::trace_mask_mod(f, mf::Device::cpu()).graph());
+}
+
+const char* const kAlibi =
+    R"(__device__ __forceinline__ float score_mod(float score, int b, int h, int q, int kv,
+                                           const FlexCaptured& cap) {
+  const int v5 = kv - q;
+  long long o7 = 0;
+  const bool k7 = mf_index_dim(cap, 0, 0, static_cast<long long>(h), o7);
+  const double v7 = k7 ? static_cast<const double*>(cap.t[0].data)[o7] : 0.0;
+  const double v8 = v7 * static_cast<double>(v5);
+  const double v9 = static_cast<double>(score) + v8;
+  return static_cast<float>(v9);
+}
+)";
+const char* const kSoftcap =
+    R"(__device__ __forceinline__ float score_mod(float score, int b, int h, int q, int kv,
+                                           const FlexCaptured& cap) {
+  const float v6 = score / 30.0f;
+  const float v7 = tanhf(v6);
+  const float v9 = v7 * 30.0f;
+  return v9;
+}
+)";
+const char* const kCausal = R"(__device__ __forceinline__ bool mask_mod(int b, int h, int q, int kv,
+                                         const FlexCaptured& cap) {
+  const bool v4 = q >= kv;
+  return v4;
+}
+)";
+const char* const kDocument =
+    R"(__device__ __forceinline__ bool mask_mod(int b, int h, int q, int kv,
+                                         const FlexCaptured& cap) {
+  const bool v4 = q >= kv;
+  long long o6 = 0;
+  const bool k6 = mf_index_dim(cap, 0, 0, static_cast<long long>(kv), o6);
+  const int v6 = k6 ? static_cast<const int*>(cap.t[0].data)[o6] : 0;
+  long long o7 = 0;
+  const bool k7 = mf_index_dim(cap, 0, 0, static_cast<long long>(q), o7);
+  const int v7 = k7 ? static_cast<const int*>(cap.t[0].data)[o7] : 0;
+  const bool v8 = v7 == v6;
+  const bool v9 = v8 && v4;
+  return v9;
+}
+)";
+const char* const kRelbias =
+    R"(__device__ __forceinline__ float score_mod(float score, int b, int h, int q, int kv,
+                                           const FlexCaptured& cap) {
+  const int v5 = q - kv;
+  const int v7 = v5 + 5;
+  long long o9 = 0;
+  const bool k9 = mf_index_dim(cap, 0, 0, static_cast<long long>(v7), o9);
+  const float v9 = k9 ? static_cast<const float*>(cap.t[0].data)[o9] : 0.0f;
+  const float v10 = score + v9;
+  return v10;
+}
+)";
+
+// ALiBi: a float64 slope per head read from a captured tensor; the score promotes to double.
+TEST(FlexCodegen, Alibi) {
+  T slopes = mf::from_vector(std::vector<double>{0.5, 0.25, 0.125, 0.0625});
+  EXPECT_EQ(score_src([slopes](const T& s, const T&, const T& h, const T& q, const T& kv) {
+              return s + slopes.index({h}) * (kv - q);
+            }),
+            kAlibi);
+}
+
+TEST(FlexCodegen, Softcap) {
+  EXPECT_EQ(score_src([](const T& s, const T&, const T&, const T&, const T&) {
+              return mf::tanh(s / 30.0) * 30.0;
+            }),
+            kSoftcap);
+}
+
+TEST(FlexCodegen, Causal) {
+  EXPECT_EQ(mask_src([](const T&, const T&, const T& q, const T& kv) { return q >= kv; }), kCausal);
+}
+
+TEST(FlexCodegen, DocumentMask) {
+  T doc = mf::from_vector(std::vector<int64_t>{0, 0, 1, 1, 1, 2}, {6}, {.dtype = mf::DType::Int32});
+  EXPECT_EQ(mask_src([doc](const T&, const T&, const T& q, const T& kv) {
+              return mf::logical_and(doc.index({q}) == doc.index({kv}), q >= kv);
+            }),
+            kDocument);
+}
+
+// bias[q - kv + N]: the index is computed in int32 and widened for the bounds check.
+TEST(FlexCodegen, RelativeBias) {
+  T bias = mf::from_vector(std::vector<double>(11, 0.5), {11}, {.dtype = mf::DType::Float32});
+  EXPECT_EQ(score_src([bias](const T& s, const T&, const T&, const T& q, const T& kv) {
+              return s + bias.index({q - kv + 5});
+            }),
+            kRelbias);
+}
+
+// Constants, casts, where and the NaN-propagating helpers.
+TEST(FlexCodegen, MixedOps) {
+  const std::string src = score_src([](const T& s, const T& b, const T&, const T& q, const T& kv) {
+    T x = mf::where(q > kv, mf::maximum(s, s * 0.5), -s);
+    return mf::exp2(x.to(mf::DType::BFloat16).to(mf::DType::Float32)) + b;
+  });
+  for (const char* part : {"mf_maximum(", "mf_round_bf16(", "exp2f(", "q > kv;", " ? "})
+    EXPECT_NE(src.find(part), std::string::npos) << part << " missing in\n" << src;
+  EXPECT_EQ(cg::uses_index(mf::trace_score_mod(
+                               [](const T& s, const T&, const T&, const T&, const T&) { return s; },
+                               mf::DType::Float32, mf::Device::cpu())
+                               .graph()),
+            false);
+}
+
+TEST(FlexCodegen, Errors) {
+  // An op the generator has no code for.
+  T w = mf::from_vector(std::vector<double>{1, 2, 3, 4}, {2, 2});
+  mftest::expect_error(
+      [&] {
+        score_src(
+            [w](const T& s, const T&, const T&, const T&, const T&) { return s + mf::gelu(s); });
+      },
+      {"flex_attention: cannot generate GPU code for op 'gelu' in score_mod", "dense path"});
+  // A partial index (the result would not be a scalar) reads a whole row.
+  mftest::expect_error(
+      [&] {
+        score_src([w](const T& s, const T&, const T& h, const T& q, const T&) {
+          return s + w.index({h}).index({q});
+        });
+      },
+      {"cannot generate GPU code for op 'index' in score_mod", "non-scalar"});
+  // Work on a whole captured tensor before the gather.
+  mftest::expect_error(
+      [&] {
+        score_src([w](const T& s, const T&, const T& h, const T& q, const T&) {
+          return s + (w * 2.0).index({h, q});
+        });
+      },
+      {"cannot generate GPU code for op 'mul' in score_mod", "non-scalar"});
+}
+
+}  // namespace
