@@ -86,16 +86,19 @@ struct RealHostScope {
   ExcludeKeyGuard no_modes{DispatchKeySet{DispatchKey::Tracing, DispatchKey::Fake}};
 };
 
-Tensor index_grid(int64_t n, int64_t dim, int64_t start = 0) {
+Tensor index_grid(int64_t n, int64_t dim, Device device, int64_t start = 0) {
   Shape s{1, 1, 1, 1};
   s[dim] = n;
-  return arange(start, start + n, 1, {.dtype = DType::Int32}).view(s);
+  return arange(start, start + n, 1, {.dtype = DType::Int32, .device = device}).view(s);
 }
 
-// mask_mod's answer for rows [m0, m0 + bm) as a contiguous bool [B, H, bm, N].
+// mask_mod's answer for rows [m0, m0 + bm) as a contiguous host bool [B, H, bm, N]. The
+// indices live on `device`, where the tensors mask_mod captures must be too (as in PyTorch,
+// create_block_mask evaluates mask_mod on its device).
 Tensor mask_rows(const MaskMod& mm, int64_t B, int64_t H, int64_t m0, int64_t bm, int64_t N,
-                 const char* op) {
-  Tensor r = mm(index_grid(B, 0), index_grid(H, 1), index_grid(bm, 2, m0), index_grid(N, 3));
+                 Device device, const char* op) {
+  Tensor r = mm(index_grid(B, 0, device), index_grid(H, 1, device),
+                index_grid(bm, 2, device, m0), index_grid(N, 3, device));
   MF_CHECK(r.defined() && r.dtype() == DType::Bool, op,
            ": mask_mod must return a bool tensor, got ",
            r.defined() ? describe(r) : std::string("an undefined tensor"));
@@ -108,7 +111,7 @@ Tensor mask_rows(const MaskMod& mm, int64_t B, int64_t H, int64_t m0, int64_t bm
   }
   MF_CHECK(b == want, op, ": mask_mod returned shape ", shape_str(r.sizes()),
            ", which does not broadcast to [B, H, M, N] = ", shape_str(want));
-  return r.expand(want).contiguous();
+  return r.expand(want).contiguous().to(Device::cpu());
 }
 
 }  // namespace
@@ -124,7 +127,7 @@ BlockMask create_block_mask(const MaskMod& mask_mod, int64_t B, int64_t H, int64
   Lists l(B, H, Mb, Nb);
   for (int64_t mb = 0; mb < Mb; ++mb) {
     const int64_t m0 = mb * block_size, rows = std::min(block_size, M - m0);
-    const Tensor r = mask_rows(mask_mod, B, H, m0, rows, N, "create_block_mask");
+    const Tensor r = mask_rows(mask_mod, B, H, m0, rows, N, device, "create_block_mask");
     const bool* p = r.data_ptr<bool>();
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h)
@@ -160,7 +163,7 @@ Tensor create_mask(const MaskMod& mask_mod, int64_t B, int64_t H, int64_t M, int
   Tensor r;
   {
     RealHostScope scope;
-    r = mask_rows(mask_mod, B, H, 0, M, N, "create_mask");
+    r = mask_rows(mask_mod, B, H, 0, M, N, device, "create_mask");
   }
   return r.to(device);
 }

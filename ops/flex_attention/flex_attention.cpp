@@ -393,6 +393,9 @@ FlexAttentionResult flex_attention(const Tensor& q, const Tensor& k, const Tenso
   for (const Tensor& c : score_caps)
     MF_CHECK(c.device() == dev, "flex_attention: score_mod captures a tensor on ", c.device(),
              ", inputs are on ", dev);
+  for (const Tensor& c : mask_caps)
+    MF_CHECK(c.device() == dev, "flex_attention: mask_mod captures a tensor on ", c.device(),
+             ", inputs are on ", dev);
   a.set("num_score_captured", static_cast<int64_t>(score_caps.size()));
   operands.insert(operands.end(), score_caps.begin(), score_caps.end());
   operands.insert(operands.end(), mask_caps.begin(), mask_caps.end());
