@@ -13,6 +13,8 @@
 #ifdef MICROFLEX_WITH_CUDA
 #include <cuda_runtime_api.h>
 
+#include "kernels/cuda/cuda_utils.h"
+
 namespace {
 
 double time_ms(const std::function<void()>& fn, int iters) {
