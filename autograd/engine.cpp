@@ -1,10 +1,12 @@
 // The tape: the Autograd kernel that records OpNodes, and the engine that replays them.
 #include <atomic>
 #include <queue>
+#include <string_view>
 #include <unordered_map>
 
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
+#include "core/anomaly.h"
 #include "ops/elementwise.h"
 
 namespace microflex {
@@ -171,7 +173,19 @@ void run_backward(const TensorList& roots, const TensorList& grads, bool retain_
     TensorList in = std::move(buffers[n]);
     buffers.erase(n);
     in.resize(n->output_metas.size());
-    TensorList out = n->apply(in);
+    TensorList out;
+    try {
+      out = n->apply(in);
+    } catch (const Error& e) {
+      // An op inside the backward formula tripped anomaly mode: say whose backward it was.
+      if (!anomaly_mode_enabled() || std::string_view(e.what()).rfind("anomaly mode", 0) != 0)
+        throw;
+      throw Error(detail::str_cat(e.what(), " (in the backward of '", n->name(), "')"));
+    }
+    if (anomaly_mode_enabled()) {
+      const std::string bad = find_anomaly(out, "the gradient of input");
+      MF_CHECK(bad.empty(), "anomaly mode: backward of '", n->name(), "' produced ", bad);
+    }
     if (!retain_graph) n->release_saved();
     for (size_t i = 0; i < n->next_edges.size(); ++i) {
       const Edge& e = n->next_edges[i];

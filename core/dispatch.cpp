@@ -5,6 +5,8 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "core/anomaly.h"
+
 namespace microflex {
 
 const char* dispatch_key_name(DispatchKey k) {
@@ -269,8 +271,14 @@ TensorList Dispatcher::redispatch(const OpDef& op, DispatchKeySet ks, const Tens
       case DispatchKey::Fake:
         return fake_kernel(op, in, attrs);
       case DispatchKey::CPU:
-      case DispatchKey::CUDA:
-        return backend_kernel(op, k, in, attrs);
+      case DispatchKey::CUDA: {
+        TensorList outs = backend_kernel(op, k, in, attrs);
+        if (anomaly_mode_enabled() && op.kind != OpKind::View) {
+          const std::string bad = find_anomaly(outs, "output");
+          MF_CHECK(bad.empty(), "anomaly mode: op '", op.name, "' produced ", bad);
+        }
+        return outs;
+      }
       default:
         if (impl_->fallbacks[ki]) return impl_->fallbacks[ki](op, ks, in, attrs);
         ks = ks.remove(k);

@@ -15,6 +15,15 @@ enum class Kind : uint8_t { Null, Bool, Number, String, Array, Object };
 const char* kind_name(Kind k);  // "number", "object", ...
 
 struct Value {
+  // Declared here, defined in json.cpp: an inline destructor would need
+  // std::pair<std::string, Value> complete while Value is not (clang rejects that).
+  Value();
+  ~Value();
+  Value(const Value&);
+  Value(Value&&) noexcept;
+  Value& operator=(const Value&);
+  Value& operator=(Value&&) noexcept;
+
   Kind kind = Kind::Null;
   bool boolean = false;
   // The decoded text of a string, or the literal text of a number (kept exact so that

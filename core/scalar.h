@@ -21,9 +21,17 @@ class Scalar {
   bool is_floating() const { return kind_ == Kind::Float; }
   bool is_bool() const { return kind_ == Kind::Bool; }
   double to_double() const { return kind_ == Kind::Float ? d_ : static_cast<double>(i_); }
-  int64_t to_int() const { return kind_ == Kind::Float ? static_cast<int64_t>(d_) : i_; }
+  // Floating values truncate toward zero, saturating at the int64 range (NaN gives 0):
+  // a plain cast of an out-of-range double is undefined behaviour.
+  int64_t to_int() const { return kind_ == Kind::Float ? saturate(d_) : i_; }
 
  private:
+  static int64_t saturate(double d) {
+    if (!(d == d)) return 0;
+    if (d >= 9223372036854775807.0) return INT64_MAX;
+    if (d <= -9223372036854775808.0) return INT64_MIN;
+    return static_cast<int64_t>(d);
+  }
   Kind kind_;
   union {
     int64_t i_;

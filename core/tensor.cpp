@@ -78,7 +78,9 @@ int64_t Tensor::stride(int64_t d) const {
 }
 
 bool Tensor::is_contiguous() const {
-  if (numel() == 0) return true;  // no element to be out of place, as in PyTorch
+  // An empty tensor has no element to be out of place (PyTorch agrees); the loop below
+  // would reject [3, 0], whose stride for dim 0 is 1 but whose running size is 0.
+  if (numel() == 0) return true;
   int64_t expected = 1;
   for (int64_t i = dim() - 1; i >= 0; --i) {
     if (sizes()[i] == 1) continue;

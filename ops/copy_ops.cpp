@@ -3,6 +3,7 @@
 #include "ops/copy_ops.h"
 
 #include "core/dispatch.h"
+#include "core/fake.h"
 #include "kernels/cpu/copy.h"
 #include "ops/op_utils.h"
 #ifdef MICROFLEX_WITH_CUDA
@@ -151,6 +152,11 @@ Tensor to_dtype(const Tensor& t, DType dtype) {
 
 Tensor to_device(const Tensor& t, Device device) {
   if (t.device() == device) return t;
+  // Without this the allocator's error would not say which op asked for the device.
+  MF_CHECK(
+      !device.is_cuda() || t.is_fake() || fake_mode_active() || device.index < cuda_device_count(),
+      "to: cannot copy ", describe(t), " to ", device, ": ", cuda_device_count(),
+      " CUDA devices are present (fake mode makes CUDA tensors without a GPU)");
   static const OpDef& op = op_named("to_device");
   return call_op1(op, {t}, {{"device", device}});
 }

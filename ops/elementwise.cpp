@@ -28,7 +28,14 @@ Tensor scalar_like(const Scalar& s, const Tensor& t) {
 // ---- Shape/dtype rules ----
 
 // Shape rule of a broadcasting binary op.
+// An undefined (default-constructed) operand has no shape to read.
+void check_operands_defined(const char* op, const TensorList& in) {
+  for (size_t i = 0; i < in.size(); ++i)
+    MF_CHECK(in[i].defined(), op, ": operand ", i, " is an undefined tensor");
+}
+
 std::vector<TensorMeta> binary_meta(const char* op, const TensorList& in, DType out_dtype) {
+  check_operands_defined(op, in);
   const Device dev = common_device(in, op);
   return {{broadcast_shapes(in[0].sizes(), in[1].sizes(), op), out_dtype, dev, {}}};
 }
@@ -44,6 +51,7 @@ void check_not_bool(const char* op, const Tensor& x) {
 // The promoted type of two operands for an arithmetic op; `allow_bool` says whether a
 // bool result is meaningful.
 DType arith_type(const char* op, const TensorList& in, bool allow_bool) {
+  check_operands_defined(op, in);
   const DType t = result_type(in[0], in[1]);
   MF_CHECK(allow_bool || t != DType::Bool, op, ": not supported for bool tensors (got ",
            describe(in[0]), " and ", describe(in[1]), ")");

@@ -31,6 +31,27 @@ std::vector<TensorMeta> factory_meta(const TensorList&, const Attrs& a) {
            a.has("strides") ? a.ints("strides") : Shape{}}};
 }
 
+// Rejects negative sizes and element counts past Tensor::make's cap, naming the factory
+// the user called (zeros and ones share the "full" op).
+void check_shape(const Shape& shape, const char* op) {
+  int64_t numel = 1;
+  for (int64_t d : shape) {
+    MF_CHECK(d >= 0, op, ": negative size ", d, " in shape ", shape_str(shape));
+    MF_CHECK(d == 0 || numel <= (int64_t(1) << 56) / d, op, ": shape ", shape_str(shape),
+             " has too many elements");
+    numel *= d;
+  }
+}
+
+// Converting a double outside an integer type's range is undefined behaviour: refuse
+// values that do not fit, like PyTorch ("value cannot be converted ... without overflow").
+void check_fits(double v, DType dt, const char* op, const char* what) {
+  if (!is_integral(dt)) return;
+  const double lo = dt == DType::Int32 ? -2147483648.0 : -9223372036854775808.0;
+  MF_CHECK(std::isfinite(v) && v >= lo && v < -lo, op, ": ", what, " ", v,
+           " cannot be converted to ", dt, " without overflow");
+}
+
 Tensor finish(Tensor t, const TensorOptions& o) {
   if (o.requires_grad) t.requires_grad_();
   return t;
@@ -71,7 +92,11 @@ void register_factory_ops(Dispatcher& d) {
       .set_cuda([](const TensorList&, const TensorList&, const Attrs&) {});
 
   d.def("full")
-      .set_meta(factory_meta)
+      .set_meta([](const TensorList& in, const Attrs& a) {
+        const Scalar v = a.scalar("value");
+        if (v.is_floating()) check_fits(v.to_double(), a.dtype("dtype"), "full", "value");
+        return factory_meta(in, a);
+      })
       .non_differentiable()
       .set_cpu([](const TensorList&, const TensorList& out, const Attrs& a) {
         const Scalar v = a.scalar("value");
@@ -101,6 +126,11 @@ void register_factory_ops(Dispatcher& d) {
   arange_op
       .set_meta([](const TensorList&, const Attrs& a) {
         const int64_t n = arange_length(a.f("start"), a.f("end"), a.f("step"));
+        if (n > 0) {
+          const double last = a.f("start") + a.f("step") * static_cast<double>(n - 1);
+          check_fits(a.f("start"), a.dtype("dtype"), "arange", "start");
+          check_fits(last, a.dtype("dtype"), "arange", "last value");
+        }
         return std::vector<TensorMeta>{{{n}, a.dtype("dtype"), a.device("device")}};
       })
       .non_differentiable()
@@ -134,23 +164,28 @@ void register_factory_ops(Dispatcher& d) {
 
 Tensor empty(const Shape& shape, const TensorOptions& opts) {
   static const OpDef& op = op_named("empty");
+  check_shape(shape, "empty");
   return finish(call_op1(op, {}, factory_attrs(shape, opts)), opts);
 }
 
 Tensor empty_strided(const Shape& shape, const Shape& strides, const TensorOptions& opts) {
   static const OpDef& op = op_named("empty");
+  check_shape(shape, "empty_strided");
   return finish(call_op1(op, {}, factory_attrs(shape, opts).set("strides", strides)), opts);
 }
 
 Tensor full(const Shape& shape, const Scalar& value, const TensorOptions& opts) {
   static const OpDef& op = op_named("full");
+  check_shape(shape, "full");
   return finish(call_op1(op, {}, factory_attrs(shape, opts).set_scalar("value", value)), opts);
 }
 
 Tensor zeros(const Shape& shape, const TensorOptions& opts) {
+  check_shape(shape, "zeros");
   return full(shape, 0, opts);
 }
 Tensor ones(const Shape& shape, const TensorOptions& opts) {
+  check_shape(shape, "ones");
   return full(shape, 1, opts);
 }
 

@@ -41,7 +41,15 @@ TensorList HigherOrderOperator::redispatch(DispatchKeySet ks, const std::vector<
 
 graph::GraphModule trace_subgraph(const std::string& hop, const std::string& subgraph,
                                   const SubgraphFn& fn, const TensorList& examples) {
-  graph::GraphModule gm = graph::trace(fn, examples);
+  graph::GraphModule gm = [&] {
+    try {
+      return graph::trace(fn, examples);
+    } catch (const Error& e) {
+      // The user's function failed on the proxies: say which function of which op.
+      throw Error(
+          detail::str_cat(hop, ": ", subgraph, " raised an error while traced: ", e.what()));
+    }
+  }();
   const graph::Graph& g = gm.graph();
   // Values that alias a graph input (placeholder or captured), through views.
   std::map<int64_t, int64_t> root;
@@ -212,8 +220,19 @@ TensorList cond(const Tensor& pred, const SubgraphFn& true_fn, const SubgraphFn&
   // Functionalization check: neither branch may write into its inputs or captures.
   TensorList examples;
   for (const Tensor& t : operands) examples.push_back(to_fake(t));
-  trace_subgraph("cond", "true_fn", true_fn, examples);
-  trace_subgraph("cond", "false_fn", false_fn, examples);
+  const graph::GraphModule t = trace_subgraph("cond", "true_fn", true_fn, examples);
+  const graph::GraphModule f = trace_subgraph("cond", "false_fn", false_fn, examples);
+  // Both branches must agree even though only one runs (as under fake mode and tracing).
+  const graph::Graph &tg = t.graph(), &fg = f.graph();
+  MF_CHECK(tg.outputs().size() == fg.outputs().size(), "cond: true_fn returns ",
+           tg.outputs().size(), " tensors, false_fn ", fg.outputs().size());
+  for (size_t i = 0; i < tg.outputs().size(); ++i) {
+    if (tg.outputs()[i] < 0 || fg.outputs()[i] < 0) continue;
+    const TensorMeta &a = tg.meta(tg.outputs()[i]), &b = fg.meta(fg.outputs()[i]);
+    MF_CHECK(a.sizes == b.sizes && a.dtype == b.dtype, "cond: output ", i, " of true_fn is ",
+             dtype_name(a.dtype), shape_str(a.sizes), " but false_fn's is ", dtype_name(b.dtype),
+             shape_str(b.sizes));
+  }
   TensorList all{pred};
   all.insert(all.end(), operands.begin(), operands.end());
   return op.call({true_fn, false_fn}, all);

@@ -380,6 +380,10 @@ void register_indexing_ops(Dispatcher& d) {
         return std::vector<TensorMeta>{make_meta(out, w.dtype(), common_device(in, "embedding"))};
       })
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs&) {
+        // Ids are row numbers: unlike index, a negative id does not count from the end.
+        for (int64_t id : in[1].to_vector<int64_t>())
+          MF_CHECK(id >= 0, "embedding: id ", id, " is out of range for a weight of shape ",
+                   shape_str(in[0].sizes()));
         index_cpu("embedding", in[0], {in[1]}, out[0]);
       })
 #ifdef MICROFLEX_WITH_CUDA
@@ -405,6 +409,9 @@ void register_indexing_ops(Dispatcher& d) {
         MF_CHECK(value.dim() == 0, "masked_fill: value must be a 0-d tensor, got shape ",
                  shape_str(value.sizes()));
         const Device dev = common_device({t, mask}, "masked_fill");
+        // A 0-d CPU value may fill a tensor on any device (it is read on the host).
+        MF_CHECK(value.device() == dev || value.is_cpu(), "masked_fill: value is on ",
+                 value.device(), " but the tensor is on ", dev);
         return std::vector<TensorMeta>{
             make_meta(broadcast_shapes(t.sizes(), mask.sizes(), "masked_fill"), t.dtype(), dev)};
       })

@@ -254,6 +254,7 @@ Tensor bmm(const Tensor& a, const Tensor& b) {
   MF_CHECK(a.sizes()[2] == b.sizes()[1], "bmm: shapes ", shape_str(a.sizes()), " and ",
            shape_str(b.sizes()), " cannot be multiplied (", a.sizes()[2], " != ", b.sizes()[1],
            ")");
+  common_device({a, b}, "bmm");
   return matmul(a, b);
 }
 
@@ -268,6 +269,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
              shape_str(bias.sizes()), " does not match weight of shape ", shape_str(w.sizes()),
              " (expected [", w.sizes()[0], "])");
   }
+  common_device({x, w, bias}, "linear");
+  MF_CHECK(x.dtype() == w.dtype(), "linear: input (", describe(x), ") and weight (", describe(w),
+           ") must have the same dtype");
   const Tensor y = matmul(x, w.t());  // [*, out]
   return bias.defined() ? y + bias : y;
 }

@@ -231,6 +231,7 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
              shape_str(tensors[i].sizes()), " but tensor 0 has shape ", shape_str(r.sizes()),
              " (all tensors must have the same shape)");
   }
+  common_device(tensors, "stack");
   const int64_t d = wrap_dim(dim, r.dim() + 1, "stack");
   std::vector<Tensor> parts;
   parts.reserve(tensors.size());

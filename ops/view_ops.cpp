@@ -152,6 +152,7 @@ void register_view_ops(Dispatcher& d) {
           }
           const int64_t have = t.sizes()[i - lead];
           const int64_t w = want[i] == -1 ? have : want[i];
+          MF_CHECK(w >= 0, "expand: invalid size ", want[i], " in ", shape_str(want));
           MF_CHECK(have == w || have == 1, "expand: cannot expand shape ", shape_str(t.sizes()),
                    " to ", shape_str(want), " (dim ", i, ": ", have, " vs ", w, ")");
           sizes[i] = w;

@@ -710,3 +710,31 @@ TEST(TensorFiles, ReadsTorchAndNumpyFixtures) {
     expect_matches_fixture(mf::load_npy(data + "/numpy_arrays/" + file), spec, file);
   }
 }
+
+// ---- Regressions found by the fuzz targets (tests/fuzz/) ----
+
+// A tensor with a zero dim that is not the first ([3, 0]) loaded as "not contiguous",
+// breaking the loaders' promise of contiguous tensors: Tensor::is_contiguous rejected
+// empty tensors whose strides do not shrink with the 0. Empty tensors are contiguous.
+TEST(FuzzRegression, SafetensorsEmptyTensorWithInnerZeroDimIsContiguous) {
+  const std::string header = R"({"e":{"dtype":"F32","shape":[3,0],"data_offsets":[0,0]},)"
+                             R"("s":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})";
+  Bytes b = make_st(header, 0);
+  append(b, "\x00\x00\x20\x40", 4);  // 2.5f
+  const mf::NamedTensors ts = load_st(b);
+  ASSERT_EQ(ts.size(), 2u);
+  EXPECT_EQ(ts[0].first, "e");
+  EXPECT_EQ(ts[0].second.sizes(), (mf::Shape{3, 0}));
+  EXPECT_TRUE(ts[0].second.is_contiguous());
+  EXPECT_EQ(ts[1].second.item<float>(), 2.5f);
+}
+
+TEST(FuzzRegression, NpyEmptyArrayWithSeveralZeroDimsIsContiguous) {
+  const mf::Tensor t =
+      load_np(make_npy("{'descr': '<b1', 'fortran_order': False, 'shape': (0,0, 3), }\n", {}));
+  EXPECT_EQ(t.sizes(), (mf::Shape{0, 0, 3}));
+  EXPECT_EQ(t.dtype(), mf::DType::Bool);
+  EXPECT_TRUE(t.is_contiguous());
+  for (const mf::Shape& s : {mf::Shape{3, 0}, mf::Shape{0, 0, 3}, mf::Shape{2, 0, 5}})
+    EXPECT_TRUE(mf::zeros(s).is_contiguous()) << mf::shape_str(s);
+}
