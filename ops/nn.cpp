@@ -247,6 +247,7 @@ void register_nn_ops(Dispatcher& d) {
   d.def("layer_norm")
       .set_meta(layer_norm_meta)
       .set_cpu(layer_norm_cpu)
+      .optional(0b110)     // weight, bias
       .save(0b011, 0b110)  // x, weight; mean, rstd
       .set_backward([](const BackwardContext& ctx) {
         // mean and rstd are internal outputs: gradients flowing into them are ignored.
@@ -257,11 +258,15 @@ void register_nn_ops(Dispatcher& d) {
         return TensorList{ctx.needs(0) ? g[0] : Tensor(), ctx.needs(1) ? g[1] : Tensor(),
                           ctx.needs(2) ? g[2] : Tensor()};
       });
-  d.def("layer_norm_backward").set_meta(layer_norm_backward_meta).set_cpu(layer_norm_backward_cpu);
+  d.def("layer_norm_backward")
+      .set_meta(layer_norm_backward_meta)
+      .set_cpu(layer_norm_backward_cpu)
+      .optional(0b10000);  // weight
 
   d.def("rms_norm")
       .set_meta(rms_norm_meta)
       .set_cpu(rms_norm_cpu)
+      .optional(0b10)    // weight
       .save(0b11, 0b10)  // x, weight; rstd
       .set_backward([](const BackwardContext& ctx) {
         static const OpDef& bw = op_named("rms_norm_backward");
@@ -269,7 +274,10 @@ void register_nn_ops(Dispatcher& d) {
             bw, {ctx.grad_output(0), ctx.inputs[0], ctx.outputs[1], ctx.inputs[1]}, *ctx.attrs);
         return TensorList{ctx.needs(0) ? g[0] : Tensor(), ctx.needs(1) ? g[1] : Tensor()};
       });
-  d.def("rms_norm_backward").set_meta(rms_norm_backward_meta).set_cpu(rms_norm_backward_cpu);
+  d.def("rms_norm_backward")
+      .set_meta(rms_norm_backward_meta)
+      .set_cpu(rms_norm_backward_cpu)
+      .optional(0b1000);  // weight
 
   // Note [Dropout mask]
   // The mask is not saved: element i is kept iff philox::dropout_keep(seed, offset, i, p),
@@ -317,6 +325,7 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
 Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
                 std::optional<double> eps) {
   static const OpDef& op = op_named("rms_norm");
+  MF_CHECK(x.defined(), "rms_norm: input 0 is an undefined tensor");
   double e = 0.0;
   if (eps) {
     e = *eps;
