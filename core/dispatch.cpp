@@ -288,6 +288,9 @@ TensorList Dispatcher::redispatch(const OpDef& op, DispatchKeySet ks, const Tens
 }
 
 TensorList Dispatcher::call(const OpDef& op, const TensorList& in, const Attrs& attrs) const {
+  for (size_t i = 0; i < in.size(); ++i)
+    MF_CHECK(in[i].defined() || (i < 64 && ((op.optional_inputs >> i) & 1)), op.name, ": input ", i,
+             " is an undefined tensor");
   return redispatch(op, compute_keys(in, attrs), in, attrs);
 }
 

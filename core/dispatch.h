@@ -166,6 +166,7 @@ struct OpDef {
   bool differentiable = true;        // false: outputs never require grad (comparisons, argmax)
   uint64_t save_inputs = ~0ull;      // bit i: keep input i for backward
   uint64_t save_outputs = ~0ull;     // bit i: keep output i for backward
+  uint64_t optional_inputs = 0;      // bit i: input i may be undefined (an absent weight)
   std::array<ComputeFn, 2> compute;  // [CPU, CUDA]
   std::array<KernelFn, kNumDispatchKeys> kernels;  // per-key overrides of the defaults
 
@@ -201,6 +202,10 @@ struct OpDef {
   OpDef& save(uint64_t inputs_mask, uint64_t outputs_mask) {
     save_inputs = inputs_mask;
     save_outputs = outputs_mask;
+    return *this;
+  }
+  OpDef& optional(uint64_t inputs_mask) {
+    optional_inputs = inputs_mask;
     return *this;
   }
   OpDef& impl(DispatchKey k, KernelFn f) {

@@ -90,6 +90,11 @@ bool Tensor::is_contiguous() const {
   return true;
 }
 
+void Tensor::throw_undefined() {
+  detail::throw_error(
+      "tensor is undefined: a default-constructed Tensor was used where a tensor is needed");
+}
+
 void Tensor::check_data_access(const char* what) const {
   MF_CHECK(defined(), what, ": tensor is undefined");
   MF_CHECK(!is_fake(), what, ": cannot read data of a fake tensor (shape ", shape_str(sizes()),

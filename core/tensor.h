@@ -73,24 +73,24 @@ class Tensor {
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
   bool is_same(const Tensor& o) const { return impl_ == o.impl_; }
 
-  const Shape& sizes() const { return impl_->sizes; }
-  const Shape& shape() const { return impl_->sizes; }
-  const Shape& strides() const { return impl_->strides; }
+  const Shape& sizes() const { return defined_impl().sizes; }
+  const Shape& shape() const { return defined_impl().sizes; }
+  const Shape& strides() const { return defined_impl().strides; }
   int64_t size(int64_t d) const;
   int64_t stride(int64_t d) const;
-  int64_t dim() const { return static_cast<int64_t>(impl_->sizes.size()); }
-  int64_t numel() const { return shape_numel(impl_->sizes); }
-  int64_t storage_offset() const { return impl_->offset; }
-  DType dtype() const { return impl_->dtype; }
-  Device device() const { return impl_->storage->device; }
-  bool is_fake() const { return impl_->storage->fake; }
+  int64_t dim() const { return static_cast<int64_t>(defined_impl().sizes.size()); }
+  int64_t numel() const { return shape_numel(defined_impl().sizes); }
+  int64_t storage_offset() const { return defined_impl().offset; }
+  DType dtype() const { return defined_impl().dtype; }
+  Device device() const { return defined_impl().storage->device; }
+  bool is_fake() const { return defined_impl().storage->fake; }
   bool is_cpu() const { return device().is_cpu(); }
   bool is_cuda() const { return device().is_cuda(); }
   bool is_contiguous() const;
   int64_t element_size() const { return itemsize(dtype()); }
-  const std::shared_ptr<Storage>& storage() const { return impl_->storage; }
-  uint64_t version() const { return impl_->storage->version; }
-  void bump_version() const { ++impl_->storage->version; }
+  const std::shared_ptr<Storage>& storage() const { return defined_impl().storage; }
+  uint64_t version() const { return defined_impl().storage->version; }
+  void bump_version() const { ++defined_impl().storage->version; }
 
   // Pointer to the first element; the dtype must match T and the tensor must be real.
   template <typename T>
@@ -109,13 +109,13 @@ class Tensor {
   std::vector<T> to_vector() const;
 
   // Autograd surface (autograd/).
-  bool requires_grad() const { return impl_->requires_grad; }
+  bool requires_grad() const { return defined_impl().requires_grad; }
   Tensor& requires_grad_(bool r = true);
   bool is_leaf() const;
-  Tensor grad() const { return Tensor(impl_->grad); }
-  void set_grad(const Tensor& g) { impl_->grad = g.impl_; }
-  void zero_grad() { impl_->grad.reset(); }
-  const std::shared_ptr<autograd::Node>& grad_fn() const { return impl_->grad_fn; }
+  Tensor grad() const { return Tensor(defined_impl().grad); }
+  void set_grad(const Tensor& g) { defined_impl().grad = g.impl_; }
+  void zero_grad() { defined_impl().grad.reset(); }
+  const std::shared_ptr<autograd::Node>& grad_fn() const { return defined_impl().grad_fn; }
   void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;
   // A tensor sharing storage but cut from the tape.
   Tensor detach() const;
@@ -163,6 +163,14 @@ class Tensor {
   std::string to_string() const;
 
  private:
+  // The impl of a defined tensor: reading the metadata of an undefined (default
+  // constructed) Tensor is an Error, not a null dereference.
+  TensorImpl& defined_impl() const {
+    if (!impl_) [[unlikely]]
+      throw_undefined();
+    return *impl_;
+  }
+  [[noreturn]] static void throw_undefined();
   void check_data_access(const char* what) const;
   std::shared_ptr<TensorImpl> impl_;
 };

@@ -247,6 +247,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor bmm(const Tensor& a, const Tensor& b) {
+  MF_CHECK(a.defined() && b.defined(), "bmm: input ", a.defined() ? 1 : 0,
+           " is an undefined tensor");
   MF_CHECK(a.dim() == 3 && b.dim() == 3, "bmm: expected 3-D tensors, got shapes ",
            shape_str(a.sizes()), " and ", shape_str(b.sizes()));
   MF_CHECK(a.sizes()[0] == b.sizes()[0], "bmm: batch sizes of shapes ", shape_str(a.sizes()),
@@ -259,6 +261,8 @@ Tensor bmm(const Tensor& a, const Tensor& b) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  MF_CHECK(x.defined() && w.defined(), "linear: ", x.defined() ? "weight" : "input",
+           " is an undefined tensor");
   MF_CHECK(w.dim() == 2, "linear: weight must be 2-D [out_features, in_features], got shape ",
            shape_str(w.sizes()));
   MF_CHECK(x.dim() >= 1 && x.sizes().back() == w.sizes()[1], "linear: input of shape ",

@@ -342,6 +342,7 @@ void register_nn_ops(Dispatcher& d) {
   OpDef& ln = d.def("layer_norm");
   ln.set_meta(layer_norm_meta)
       .set_cpu(layer_norm_cpu)
+      .optional(0b110)     // weight, bias
       .save(0b011, 0b110)  // x, weight; mean, rstd
       .set_backward([](const BackwardContext& ctx) {
         // mean and rstd are internal outputs: gradients flowing into them are ignored.
@@ -353,11 +354,14 @@ void register_nn_ops(Dispatcher& d) {
                           ctx.needs(2) ? g[2] : Tensor()};
       });
   OpDef& ln_bw = d.def("layer_norm_backward");
-  ln_bw.set_meta(layer_norm_backward_meta).set_cpu(layer_norm_backward_cpu);
+  ln_bw.set_meta(layer_norm_backward_meta)
+      .set_cpu(layer_norm_backward_cpu)
+      .optional(0b10000);  // weight
 
   OpDef& rms = d.def("rms_norm");
   rms.set_meta(rms_norm_meta)
       .set_cpu(rms_norm_cpu)
+      .optional(0b10)    // weight
       .save(0b11, 0b10)  // x, weight; rstd
       .set_backward([](const BackwardContext& ctx) {
         static const OpDef& bw = op_named("rms_norm_backward");
@@ -366,7 +370,9 @@ void register_nn_ops(Dispatcher& d) {
         return TensorList{ctx.needs(0) ? g[0] : Tensor(), ctx.needs(1) ? g[1] : Tensor()};
       });
   OpDef& rms_bw = d.def("rms_norm_backward");
-  rms_bw.set_meta(rms_norm_backward_meta).set_cpu(rms_norm_backward_cpu);
+  rms_bw.set_meta(rms_norm_backward_meta)
+      .set_cpu(rms_norm_backward_cpu)
+      .optional(0b1000);  // weight
 
   // Note [Dropout mask]
   // The mask is not saved: element i is kept iff philox::dropout_keep(seed, offset, i, p),
@@ -426,6 +432,7 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
 Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
                 std::optional<double> eps) {
   static const OpDef& op = op_named("rms_norm");
+  MF_CHECK(x.defined(), "rms_norm: input 0 is an undefined tensor");
   double e = 0.0;
   if (eps) {
     e = *eps;

@@ -240,6 +240,7 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
 }
 
 std::vector<Tensor> split(const Tensor& t, int64_t split_size, int64_t dim) {
+  MF_CHECK(t.defined(), "split: the tensor is undefined");
   MF_CHECK(t.dim() > 0, "split: cannot split a 0-d tensor");
   const int64_t d = wrap_dim(dim, t.dim(), "split");
   const int64_t n = t.sizes()[d];
@@ -253,6 +254,7 @@ std::vector<Tensor> split(const Tensor& t, int64_t split_size, int64_t dim) {
 }
 
 std::vector<Tensor> split(const Tensor& t, const std::vector<int64_t>& sizes, int64_t dim) {
+  MF_CHECK(t.defined(), "split: the tensor is undefined");
   MF_CHECK(t.dim() > 0, "split: cannot split a 0-d tensor");
   const int64_t d = wrap_dim(dim, t.dim(), "split");
   int64_t total = 0;
@@ -273,6 +275,7 @@ std::vector<Tensor> split(const Tensor& t, const std::vector<int64_t>& sizes, in
 
 std::vector<Tensor> chunk(const Tensor& t, int64_t chunks, int64_t dim) {
   MF_CHECK(chunks > 0, "chunk: chunks must be positive, got ", chunks);
+  MF_CHECK(t.defined(), "chunk: the tensor is undefined");
   MF_CHECK(t.dim() > 0, "chunk: cannot chunk a 0-d tensor");
   const int64_t d = wrap_dim(dim, t.dim(), "chunk");
   const int64_t n = t.sizes()[d];

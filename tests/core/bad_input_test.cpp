@@ -611,7 +611,7 @@ std::vector<Row> shape_rows() {
        [] {
          mf::cat({f32({2}), Tensor()});
        },
-       {"cat", "tensor 1", "undefined"}},
+       {"cat", "input 1", "undefined"}},
       {"stack shapes",
        [] {
          mf::stack({f32({2}), f32({3})});
@@ -860,6 +860,58 @@ std::vector<Row> flex_rows() {
   };
 }
 
+// A default-constructed Tensor where a tensor is required: an Error naming the op, never
+// a null dereference.
+std::vector<Row> undefined_rows() {
+  const Tensor u;
+  return {
+      {"neg undefined", [=] { mf::neg(u); }, {"neg", "undefined"}},
+      {"exp undefined", [=] { mf::exp(u); }, {"exp", "undefined"}},
+      {"where undefined", [=] { mf::where(u, f32({2}), f32({2})); }, {"where", "undefined"}},
+      {"clamp undefined", [=] { mf::clamp(u, 0.0, 1.0); }, {"clamp", "undefined"}},
+      {"sum undefined", [=] { mf::sum(u); }, {"sum", "undefined"}},
+      {"softmax undefined", [=] { mf::softmax(u, 0); }, {"softmax", "undefined"}},
+      {"matmul undefined",
+       [=] {
+         mf::matmul(f32({2, 2}), u);
+       },
+       {"matmul", "input 1", "undefined"}},
+      {"bmm undefined",
+       [=] {
+         mf::bmm(u, f32({1, 2, 2}));
+       },
+       {"bmm", "undefined"}},
+      {"linear undefined",
+       [=] {
+         mf::linear(f32({2, 3}), u);
+       },
+       {"linear", "undefined"}},
+      {"gather undefined", [=] { mf::gather(f32({2}), 0, u); }, {"gather", "undefined"}},
+      {"embedding undefined", [=] { mf::embedding(u, ids({0})); }, {"embedding", "undefined"}},
+      {"masked_fill undefined",
+       [=] { mf::masked_fill(f32({2}), u, 0.0); },
+       {"masked_fill", "undefined"}},
+      {"tril undefined", [=] { mf::tril(u); }, {"tril", "undefined"}},
+      {"cross_entropy undefined",
+       [=] {
+         mf::cross_entropy(f32({2, 3}), u);
+       },
+       {"cross_entropy", "undefined"}},
+      {"layer_norm undefined input",
+       [=] { mf::layer_norm(u, {3}); },
+       {"layer_norm", "input 0", "undefined"}},
+      {"rms_norm undefined input", [=] { mf::rms_norm(u, {3}); }, {"rms_norm", "undefined"}},
+      {"dropout undefined", [=] { mf::dropout(u, 0.5); }, {"dropout", "undefined"}},
+      {"clone undefined", [=] { mf::clone(u); }, {"clone", "undefined"}},
+      {"to_dtype undefined", [=] { mf::to_dtype(u, DType::Float64); }, {"undefined"}},
+      {"view undefined", [=] { u.view({2}); }, {"view", "undefined"}},
+      {"split undefined", [=] { mf::split(u, 1); }, {"split", "undefined"}},
+      {"index undefined source", [=] { mf::index(u, {ids({0})}); }, {"index", "undefined"}},
+      {"empty_like undefined", [=] { mf::empty_like(u); }, {"undefined"}},
+      {"sizes of undefined", [=] { (void)u.sizes(); }, {"tensor is undefined"}},
+  };
+}
+
 void run_rows(const std::vector<Row>& rows) {
   for (const Row& r : rows) {
     SCOPED_TRACE(r.name);
@@ -908,11 +960,16 @@ TEST(BadInput, FlexAttentionAndHigherOrder) {
   run_rows(flex_rows());
 }
 
+TEST(BadInput, UndefinedTensors) {
+  run_rows(undefined_rows());
+}
+
 // The matrix covers about a hundred invalid calls; keep it from shrinking unnoticed.
 TEST(BadInput, RowCount) {
   const size_t n = factory_rows().size() + tensor_rows().size() + elementwise_rows().size() +
                    reduction_rows().size() + linalg_rows().size() + indexing_rows().size() +
-                   shape_rows().size() + nn_rows().size() + flex_rows().size();
+                   shape_rows().size() + nn_rows().size() + flex_rows().size() +
+                   undefined_rows().size();
   EXPECT_GE(n, 100u);
   RecordProperty("rows", static_cast<int>(n));
 }
