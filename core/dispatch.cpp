@@ -171,15 +171,25 @@ TensorList backend_kernel(const OpDef& op, DispatchKey key, const TensorList& in
   std::vector<TensorMeta> metas = op.meta(in, attrs);
   const ComputeFn& fn = op.compute[key == DispatchKey::CPU ? 0 : 1];
   MF_CHECK(fn != nullptr, op.name, ": no ", dispatch_key_name(key), " kernel is registered");
+  // A failed CUDA call inside a kernel reports the CUDA error and where; say which op too.
+  auto run = [&](const TensorList& outs) {
+    try {
+      fn(in, outs, attrs);
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      if (msg.rfind("CUDA error", 0) != 0) throw;
+      throw Error(op.name + ": " + msg);
+    }
+  };
   if (op.kind == OpKind::InPlace) {
     check_no_internal_overlap(op, in.at(0));
     TensorList outs{in.at(0)};
-    fn(in, outs, attrs);
+    run(outs);
     in[0].bump_version();
     return outs;
   }
   TensorList outs = allocate_outputs(metas, false);
-  fn(in, outs, attrs);
+  run(outs);
   return outs;
 }
 
