@@ -32,6 +32,16 @@ for step in "$@"; do
       done ;;
     bench)
       ./build-gpu/bench/cuda_ops_bench | tee "$out/bench_microflex.jsonl"
-      python3 tools/torch_ops_bench.py | tee "$out/bench_torch.jsonl" ;;
+      python3 tools/torch_ops_bench.py | tee "$out/bench_torch.jsonl"
+      # The ratio per op: PyTorch time / microflex time (above 1: microflex faster).
+      python3 - "$out/bench_microflex.jsonl" "$out/bench_torch.jsonl" <<'PY'
+import json, sys
+mf = {r["op"]: r["ms"] for r in map(json.loads, open(sys.argv[1]))}
+for r in map(json.loads, open(sys.argv[2])):
+    op = r["op"].replace("_fused", "").replace("_foreach", "")
+    if op in mf:
+        print(f"ratio {r['op']:40s} torch {r['ms']:8.4f} ms / microflex {mf[op]:8.4f} ms = {r['ms'] / mf[op]:.2f}")
+PY
+      ;;
   esac
 done
