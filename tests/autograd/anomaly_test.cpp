@@ -54,8 +54,8 @@ TEST(AnomalyMode, OutputIndexOfMultiOutputOps) {
 }
 
 TEST(AnomalyMode, BackwardNaNNamesTheBackwardNode) {
-  // sqrt at 0 is finite forward (0) but its gradient 0.5 / sqrt(0) is Inf, and
-  // 0 * Inf in a later backward step is NaN.
+  // sqrt at 0 is finite forward (0) but its gradient 0.5 / sqrt(0) is Inf: the error
+  // names the op inside the backward formula and the backward node it ran for.
   Tensor x = mf::from_vector<double>({0.0, 4.0}).requires_grad_();
   Tensor y;
   {
@@ -78,8 +78,7 @@ TEST(AnomalyMode, BackwardNaNNamesTheBackwardNode) {
 }
 
 TEST(AnomalyMode, BackwardNodeGradientCheck) {
-  // A NaN gradient returned by a node (not raised inside it) is named by its node:
-  // the gradient that flows into `a` through mul is NaN because the incoming grad is.
+  // A NaN gradient fed into backward propagates through mul's backward, which is named.
   Tensor a = mf::from_vector<double>({1.0, 2.0}).requires_grad_();
   Tensor b = a * 3.0;
   mf::AnomalyModeGuard anomaly(/*check_inf=*/false);
