@@ -97,8 +97,8 @@ Tensor index_grid(int64_t n, int64_t dim, Device device, int64_t start = 0) {
 // create_block_mask evaluates mask_mod on its device).
 Tensor mask_rows(const MaskMod& mm, int64_t B, int64_t H, int64_t m0, int64_t bm, int64_t N,
                  Device device, const char* op) {
-  Tensor r = mm(index_grid(B, 0, device), index_grid(H, 1, device),
-                index_grid(bm, 2, device, m0), index_grid(N, 3, device));
+  Tensor r = mm(index_grid(B, 0, device), index_grid(H, 1, device), index_grid(bm, 2, device, m0),
+                index_grid(N, 3, device));
   MF_CHECK(r.defined() && r.dtype() == DType::Bool, op,
            ": mask_mod must return a bool tensor, got ",
            r.defined() ? describe(r) : std::string("an undefined tensor"));
@@ -148,9 +148,9 @@ BlockMask create_block_mask(const MaskMod& mask_mod, int64_t B, int64_t H, int64
   bm = device.is_cpu() ? bm : bm.to(device);
   // Under fake mode every tensor made is fake, block masks too (shapes and memory only).
   if (fake_mode_active())
-    for (Tensor* t : {&bm.kv_num_blocks, &bm.kv_indices, &bm.full_kv_num_blocks,
-                      &bm.full_kv_indices, &bm.q_num_blocks, &bm.q_indices,
-                      &bm.full_q_num_blocks, &bm.full_q_indices})
+    for (Tensor* t :
+         {&bm.kv_num_blocks, &bm.kv_indices, &bm.full_kv_num_blocks, &bm.full_kv_indices,
+          &bm.q_num_blocks, &bm.q_indices, &bm.full_q_num_blocks, &bm.full_q_indices})
       *t = to_fake(*t);
   return bm;
 }
@@ -251,6 +251,73 @@ BlockMask BlockMask::adjust(int64_t new_q_len, int64_t new_kv_len) const {
       }
   BlockMask out = from_lists(l, q_block_size, new_q_len, new_kv_len, mask_mod);
   return kv_num_blocks.is_cpu() ? out : out.to(kv_num_blocks.device());
+}
+
+namespace {
+
+// The rows of `src` for batches [b0, b0 + nb), heads [h0, h0 + nh) and query blocks
+// [m0, m1), all kv blocks; the q_* lists are the transpose of the kept rows.
+BlockMask keep_rows(const BlockMask& src, int64_t b0, int64_t nb, int64_t h0, int64_t nh,
+                    int64_t m0, int64_t m1, int64_t q_len, MaskMod mm) {
+  const int64_t H0 = src.heads(), Mb0 = src.num_q_blocks(), Nb = src.num_kv_blocks();
+  Lists l(nb, nh, m1 - m0, Nb);
+  const auto kn = src.kv_num_blocks.to_vector<int32_t>(), ki = src.kv_indices.to_vector<int32_t>();
+  const auto fn = src.full_kv_num_blocks.to_vector<int32_t>(),
+             fi = src.full_kv_indices.to_vector<int32_t>();
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t h = 0; h < nh; ++h)
+      for (int64_t m = m0; m < m1; ++m) {
+        const int64_t row = ((b0 + b) * H0 + h0 + h) * Mb0 + m;
+        for (int32_t j = 0; j < kn[row]; ++j) l.add(b, h, m - m0, ki[row * Nb + j], false);
+        for (int32_t j = 0; j < fn[row]; ++j) l.add(b, h, m - m0, fi[row * Nb + j], true);
+      }
+  BlockMask out = from_lists(l, src.q_block_size, q_len, src.kv_len, std::move(mm));
+  out.kv_block_size = src.kv_block_size;
+  return src.kv_num_blocks.is_cpu() ? out : out.to(src.kv_num_blocks.device());
+}
+
+// A Python-style index into a dimension of n.
+int64_t wrap_index(int64_t i, int64_t n, const char* op, const char* what, const char* dim) {
+  MF_CHECK(i >= -n && i < n, op, ": ", what, " index ", i, " is out of range for ", dim, " = ", n);
+  return i < 0 ? i + n : i;
+}
+
+}  // namespace
+
+BlockMask BlockMask::select_batch(int64_t b) const {
+  const int64_t B = batch(), i = wrap_index(b, B, "BlockMask::select_batch", "batch", "B");
+  if (B == 1) return *this;
+  MaskMod mm;
+  if (mask_mod)
+    mm = [inner = mask_mod, i](const Tensor& bi, const Tensor& h, const Tensor& q,
+                               const Tensor& kv) { return inner(bi * 0 + i, h, q, kv); };
+  return keep_rows(*this, i, 1, 0, heads(), 0, num_q_blocks(), q_len, std::move(mm));
+}
+
+BlockMask BlockMask::select_head(int64_t h) const {
+  const int64_t H = heads(), i = wrap_index(h, H, "BlockMask::select_head", "head", "H");
+  if (H == 1) return *this;
+  MaskMod mm;
+  if (mask_mod)
+    mm = [inner = mask_mod, i](const Tensor& b, const Tensor& hi, const Tensor& q,
+                               const Tensor& kv) { return inner(b, hi * 0 + i, q, kv); };
+  return keep_rows(*this, 0, batch(), i, 1, 0, num_q_blocks(), q_len, std::move(mm));
+}
+
+BlockMask BlockMask::slice_q_blocks(int64_t start, std::optional<int64_t> end) const {
+  const int64_t Mb = num_q_blocks();
+  const int64_t s = start < 0 ? start + Mb : start;
+  const int64_t e = !end ? Mb : *end < 0 ? *end + Mb : *end;
+  MF_CHECK(s >= 0 && e <= Mb && s < e, "BlockMask::slice_q_blocks: query blocks [", start, ", ",
+           end ? std::to_string(*end) : std::string("end"), ") select no valid non-empty range of ",
+           Mb, " query blocks (q_len ", q_len, ", block size ", q_block_size, ")");
+  const int64_t offset = s * q_block_size;
+  const int64_t new_q_len = std::min(e * q_block_size, q_len) - offset;
+  MaskMod mm = mask_mod;
+  if (mask_mod && offset != 0)
+    mm = [inner = mask_mod, offset](const Tensor& b, const Tensor& h, const Tensor& q,
+                                    const Tensor& kv) { return inner(b, h, q + offset, kv); };
+  return keep_rows(*this, 0, batch(), 0, heads(), s, e, new_q_len, std::move(mm));
 }
 
 BlockMask BlockMask::to(Device device) const {

@@ -4,6 +4,7 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/tensor.h"
@@ -48,6 +49,22 @@ struct BlockMask {
   double sparsity() const;
   // The same mask for shorter sequences (the leading blocks; lengths up to the built ones).
   BlockMask adjust(int64_t new_q_len, int64_t new_kv_len) const;
+  // Note [Block mask slicing]
+  // PyTorch's block_mask[b, h, q_start:q_end] as three composable steps:
+  //   select_batch(b) / select_head(h): batch / head b of B (h of H), kept as a dimension
+  //       of size 1 (as PyTorch's integer index does); on a mask with B (H) = 1 the index
+  //       must be 0 and the mask is returned unchanged, still broadcasting;
+  //   slice_q_blocks(start, end): query blocks [start, end) (end empty: to the last);
+  //       q_len becomes the rows those blocks cover (the last one may be a tail), the kv
+  //       side is unchanged and the q_* transposed lists are recomputed for the kept rows.
+  // Indices may be negative, counting from the end as in Python. Unlike PyTorch, which
+  // drops mask_mod, mask_mod is kept and wrapped so that it sees the original indices:
+  // q_idx + start * q_block_size, and the selected b (h) where B (H) was > 1. flex_attention
+  // with the result on the matching sub-tensors of q (and k, v for a batch or head) gives
+  // the matching rows of the full computation.
+  BlockMask select_batch(int64_t b) const;
+  BlockMask select_head(int64_t h) const;
+  BlockMask slice_q_blocks(int64_t start, std::optional<int64_t> end = std::nullopt) const;
   BlockMask to(Device device) const;
 };
 
