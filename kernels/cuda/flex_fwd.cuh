@@ -17,6 +17,22 @@ struct FlexCaptured {
   int which;
 };
 
+// The gradient buffers of score_mod's captured tensors for its generated backward
+// (Note [Generated score_mod backward] in ops/flex_attention/codegen.h): data[slot] is a
+// float32 buffer shaped like captured tensor `slot`, which is contiguous, so the forward's
+// element offset addresses both; null for slots that need no grad. `deterministic` is for
+// the backward kernel's choice of reduction: mf_grad_add always adds atomically, whose
+// order (and so the float rounding) varies from run to run.
+struct FlexCapturedGrad {
+  float* data[8];
+  int deterministic;
+};
+
+__device__ __forceinline__ void mf_grad_add(const FlexCapturedGrad& g, int slot, long long off,
+                                            float v) {
+  atomicAdd(g.data[slot] + off, v);
+}
+
 __device__ __forceinline__ float mf_bf16_to_f32(unsigned short x) {
   return __uint_as_float(static_cast<unsigned>(x) << 16);
 }

@@ -1,12 +1,16 @@
 // Note [Generated mods] in codegen.h: one pass over the graph's nodes, one C++ local per
-// value, constants inline.
+// value, constants inline. The backward (Note [Generated score_mod backward]) emits the
+// joint forward + backward graph that autograd records for one score element.
 #include "ops/flex_attention/codegen.h"
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <sstream>
+
+#include "autograd/grad_mode.h"
 
 namespace microflex::flex_codegen {
 
@@ -61,35 +65,74 @@ std::string literal(const Scalar& s, DType t) {
   return v < 0 ? "(" + body + ")" : body;
 }
 
+// What the backward emitter needs from the joint graph's liveness pass (plan_backward).
+struct BackwardPlan {
+  struct Scatter {
+    int slot;           // captured tensor slot the gradient belongs to
+    int64_t index_out;  // output of the forward `index` node whose offset it reuses
+  };
+  std::set<size_t> live_nodes;          // node positions whose code is kept
+  std::set<int64_t> offset_only;        // `index` outputs needed only for their offset
+  std::map<int64_t, Scatter> scatters;  // index_backward output -> where it adds
+};
+
 class Emitter {
  public:
-  Emitter(const graph::Graph& g, const char* which, size_t num_args)
-      : g_(g), which_(which), num_args_(num_args) {}
+  // `what` completes "cannot generate ... op 'X' in <which>": "GPU code for" or "the GPU
+  // backward of". With a plan, the backward-only ops of a joint graph are emitted too.
+  Emitter(const graph::Graph& g, const char* which, const char* what,
+          const BackwardPlan* plan = nullptr)
+      : g_(g), which_(which), what_(what), plan_(plan) {}
 
-  std::string run(const std::vector<std::string>& arg_names, DType ret) {
-    const auto& ins = g_.inputs();
-    MF_CHECK(ins.size() - num_args_ <= static_cast<size_t>(kMaxCaptured),
-             "flex_attention: cannot generate GPU code for ", which_, ": it captures ",
-             ins.size() - num_args_, " tensors (at most ", kMaxCaptured, "); use the dense path");
-    for (size_t i = 0; i < ins.size(); ++i) {
-      if (i < num_args_) {
-        values_[ins[i]] = {arg_names[i], g_.meta(ins[i]).dtype, false, {}};
-      } else {
-        const TensorMeta& m = g_.meta(ins[i]);
-        MF_CHECK(m.sizes.size() <= static_cast<size_t>(kMaxCapturedDims),
-                 "flex_attention: cannot generate GPU code for ", which_,
-                 ": a captured tensor has shape ", shape_str(m.sizes), " (at most ",
-                 kMaxCapturedDims, " dims); use the dense path");
-        captured_[ins[i]] = static_cast<int>(i - num_args_);
-      }
-    }
-    for (const graph::Node& n : g_.nodes()) emit(n);
-    MF_CHECK(g_.outputs().size() == 1, "flex_attention: ", which_, " must return one tensor");
-    const int64_t out = g_.outputs()[0];
-    MF_CHECK(values_.count(out), "flex_attention: cannot generate GPU code for ", which_,
+  // Binds graph input i to a function argument (a scalar named `name`).
+  void bind_arg(size_t i, const std::string& name) {
+    const int64_t v = g_.inputs().at(i);
+    values_[v] = {name, g_.meta(v).dtype, false, {}};
+  }
+  // Binds graph input i to captured tensor `slot` (cap.t[slot]).
+  void bind_captured(size_t i, int slot) {
+    const int64_t v = g_.inputs().at(i);
+    const TensorMeta& m = g_.meta(v);
+    MF_CHECK(m.sizes.size() <= static_cast<size_t>(kMaxCapturedDims), "flex_attention: cannot ",
+             "generate ", what_, " ", which_, ": a captured tensor has shape ", shape_str(m.sizes),
+             " (at most ", kMaxCapturedDims, " dims); use the dense path");
+    captured_[v] = slot;
+  }
+
+  // Emits one node; its code is collected by take().
+  void emit_node(const graph::Node& n) { emit(n); }
+  std::string take() {
+    std::string s = body_.str();
+    body_.str("");
+    return s;
+  }
+  // The return statement for value v converted to `ret`.
+  std::string ret(int64_t v, DType ret) {
+    MF_CHECK(values_.count(v), "flex_attention: cannot generate ", what_, " ", which_,
              ": it returns a captured tensor; use the dense path");
-    body_ << "  return " << cast(out, ret == DType::Bool ? DType::Bool : DType::Float32) << ";\n";
-    return body_.str();
+    return "  return " + cast(v, ret) + ";\n";
+  }
+
+  // The forward mods: every node, then the return of the graph's only output.
+  std::string run(const std::vector<std::string>& arg_names, DType ret_type) {
+    const auto& ins = g_.inputs();
+    const size_t num_args = arg_names.size();
+    MF_CHECK(ins.size() - num_args <= static_cast<size_t>(kMaxCaptured),
+             "flex_attention: cannot generate GPU code for ", which_, ": it captures ",
+             ins.size() - num_args, " tensors (at most ", kMaxCaptured, "); use the dense path");
+    for (size_t i = 0; i < ins.size(); ++i) {
+      if (i < num_args)
+        bind_arg(i, arg_names[i]);
+      else
+        bind_captured(i, static_cast<int>(i - num_args));
+    }
+    std::string body;
+    for (const graph::Node& n : g_.nodes()) {
+      emit(n);
+      body += take();
+    }
+    MF_CHECK(g_.outputs().size() == 1, "flex_attention: ", which_, " must return one tensor");
+    return body + ret(g_.outputs()[0], ret_type == DType::Bool ? DType::Bool : DType::Float32);
   }
 
  private:
@@ -101,7 +144,7 @@ class Emitter {
   };
 
   [[noreturn]] void unsupported(const std::string& op, const std::string& why = "") {
-    MF_CHECK(false, "flex_attention: cannot generate GPU code for op '", op, "' in ", which_, why,
+    MF_CHECK(false, "flex_attention: cannot generate ", what_, " op '", op, "' in ", which_, why,
              "; use the dense path");
     std::abort();
   }
@@ -174,6 +217,7 @@ class Emitter {
       }
       return;
     }
+    if (plan_ && emit_backward_only(n)) return;
     if (!om.sizes.empty()) unsupported(op, " (on a non-scalar value)");
     const DType t = om.dtype;
     const char* ct = c_type(t);
@@ -193,6 +237,11 @@ class Emitter {
               << cast(ix, DType::Int64) << ", o" << id << ")";
       }
       body_ << ";\n";
+      if (plan_ && plan_->offset_only.count(n.outputs[0])) {
+        // Only the offset is used (by a gradient scatter): no load.
+        values_[n.outputs[0]] = {"v" + id, t, false, {}};
+        return;
+      }
       const char* loader = src.dtype == DType::BFloat16  ? "mf_load_bf16"
                            : src.dtype == DType::Float16 ? "mf_load_f16"
                                                          : nullptr;
@@ -272,20 +321,192 @@ class Emitter {
     unsupported(op);
   }
 
+  // The ops that only a joint graph's backward part records (Note [Generated score_mod
+  // backward]); true when n was one of them.
+  bool emit_backward_only(const graph::Node& n) {
+    const std::string& op = n.op;
+    const TensorMeta& om = n.output_metas[0];
+    const int64_t out = n.outputs[0];
+    if (!om.sizes.empty()) {
+      // Gradient buffers of captured tensors: index_backward scatters one element into a
+      // zero tensor; the engine clones, converts and sums such buffers. Each scatter
+      // becomes one mf_grad_add, so the buffers themselves have no code.
+      auto is_buffer = [&](int64_t v) { return grad_buffers_.count(v) > 0; };
+      if (op == "index_backward") {
+        const Value& g = value(n, 0);
+        auto sc = plan_->scatters.find(out);
+        if (sc != plan_->scatters.end()) {
+          const std::string ix = std::to_string(sc->second.index_out);
+          body_ << "  if (k" << ix << ") mf_grad_add(gcap, " << sc->second.slot << ", o" << ix
+                << ", " << cast(g, DType::Float32) << ");\n";
+        }
+      } else if (op == "full") {
+        if (n.attrs.scalar("value").to_double() != 0) return false;
+      } else if (op == "clone" || op == "to_dtype" || op == "contiguous") {
+        if (!is_buffer(n.inputs.at(0))) return false;
+      } else if (op == "add") {
+        if (!is_buffer(n.inputs.at(0)) || !is_buffer(n.inputs.at(1))) return false;
+      } else {
+        return false;
+      }
+      grad_buffers_.insert(out);
+      return true;
+    }
+    // On 0-d values, sum_to's and the engine's shape ops are the identity.
+    static const std::set<std::string> identity{"clone",  "contiguous", "reshape",   "view",
+                                                "expand", "squeeze",    "unsqueeze", "sum",
+                                                "sum_to", "detach"};
+    if (identity.count(op) && n.inputs.size() == 1 && g_.meta(n.inputs[0]).sizes.empty()) {
+      const Value& x = value(n, 0);
+      if (x.dtype == om.dtype)
+        values_[out] = x;
+      else
+        define(n, cast(x, om.dtype));
+      return true;
+    }
+    if (op == "full") {
+      define(n, literal(n.attrs.scalar("value"), om.dtype));
+      return true;
+    }
+    return false;
+  }
+
   const graph::Graph& g_;
   const char* which_;
-  size_t num_args_;
+  const char* what_;
+  const BackwardPlan* plan_;
   std::map<int64_t, Value> values_;
   std::map<int64_t, int> captured_;  // value id -> slot in FlexCaptured
+  std::set<int64_t> grad_buffers_;   // non-scalar gradient values (no code)
   std::ostringstream body_;
 };
+
+// ---- score_mod backward ----
+
+// The joint graph of one score element: inputs score, b, h, q, kv, the captured tensors,
+// then grad; the gradients' value ids (-1 where there is none).
+struct JointScoreMod {
+  std::shared_ptr<graph::Graph> graph;
+  int64_t score_grad = -1;
+  std::vector<int64_t> captured_grad;  // per slot; -1 unless it needs grad and has one
+};
+
+// Raises the codegen error for an op on the differentiable path without a derivative
+// (autograd would raise its own, less helpful one while tracing).
+void check_derivatives(const graph::Graph& g, const std::vector<bool>& needs_grad) {
+  std::set<int64_t> grad_values;  // values that carry a gradient
+  grad_values.insert(g.inputs()[0]);
+  for (size_t i = 0; i < needs_grad.size(); ++i)
+    if (needs_grad[i]) grad_values.insert(g.inputs()[5 + i]);
+  for (const graph::Node& n : g.nodes()) {
+    bool any = false;
+    for (int64_t v : n.inputs) any = any || grad_values.count(v);
+    const OpDef* op = Dispatcher::get().find_or_null(n.op);
+    if (!any || !op || !op->differentiable) continue;
+    MF_CHECK(op->backward != nullptr, "flex_attention: cannot generate the GPU backward of op '",
+             n.op, "' in score_mod (it has no derivative); use the dense path");
+    for (size_t j = 0; j < n.outputs.size(); ++j)
+      if (is_floating(n.output_metas[j].dtype)) grad_values.insert(n.outputs[j]);
+  }
+}
+
+// Reruns the score_mod graph on proxies with autograd on and calls backward with `grad`
+// as the seed while still tracing (like graph::trace_joint, whose seed is ones): the
+// registered backward formulas are recorded as ordinary nodes after the forward's.
+JointScoreMod trace_joint_score_mod(const graph::Graph& g, const std::vector<bool>& needs_grad) {
+  const TensorMeta& sm = g.meta(g.inputs()[0]);
+  TensorList examples;
+  for (size_t i = 0; i < g.inputs().size(); ++i) {
+    const TensorMeta& m = g.meta(g.inputs()[i]);
+    Tensor t = Tensor::make(m.sizes, m.dtype, m.device, true);
+    if (i == 0 || (i >= 5 && needs_grad[i - 5])) t.requires_grad_();
+    examples.push_back(t);
+  }
+  examples.push_back(Tensor::make({}, sm.dtype, sm.device, true));  // grad
+  JointScoreMod j;
+  j.graph = std::make_shared<graph::Graph>();
+  graph::Tracer tr(j.graph);
+  graph::TracingGuard guard(&tr);
+  EnableGradGuard grad_on;
+  TensorList proxies;
+  for (const Tensor& x : examples) proxies.push_back(tr.placeholder(x));
+  const TensorList ins(proxies.begin(), proxies.end() - 1);
+  Tensor out = graph::GraphModule(std::make_shared<graph::Graph>(g), {}).run_all(ins)[0];
+  // The dense path converts score_mod's result to the score's dtype before the softmax.
+  if (out.dtype() != sm.dtype) out = out.to(sm.dtype);
+  if (out.requires_grad()) out.backward(proxies.back());
+  auto grad_id = [&](const Tensor& p) {
+    return p.requires_grad() && p.grad().defined() ? tr.id_of(tr.proxy_for(p.grad())) : int64_t{-1};
+  };
+  j.score_grad = grad_id(proxies[0]);
+  for (size_t i = 5; i < ins.size(); ++i) j.captured_grad.push_back(grad_id(ins[i]));
+  MF_INTERNAL_ASSERT(tr.captured().empty(), "flex_attention: the joint score_mod graph lifted ",
+                     tr.captured().size(), " tensors");
+  return j;
+}
+
+// Which nodes of the joint graph the backward needs, walking back from the score's
+// gradient and the captured tensors' gradient buffers. A buffer's index_backward nodes
+// become scatters at the offset of the forward `index` of the same slot and indices.
+BackwardPlan plan_backward(const JointScoreMod& j) {
+  const graph::Graph& g = *j.graph;
+  const auto& nodes = g.nodes();
+  BackwardPlan plan;
+  std::set<int64_t> live, offset_needed;
+  std::map<int64_t, int> slot_of;  // gradient buffer -> captured slot
+  if (j.score_grad >= 0) live.insert(j.score_grad);
+  for (size_t s = 0; s < j.captured_grad.size(); ++s)
+    if (j.captured_grad[s] >= 0) slot_of[j.captured_grad[s]] = static_cast<int>(s);
+  auto mark = [&](int64_t v) {
+    if (v >= 0) live.insert(v);
+  };
+  for (size_t k = nodes.size(); k-- > 0;) {
+    const graph::Node& n = nodes[k];
+    bool keep = false;
+    for (int64_t o : n.outputs) keep = keep || live.count(o);
+    auto sl = n.outputs.size() == 1 ? slot_of.find(n.outputs[0]) : slot_of.end();
+    if (sl != slot_of.end()) {
+      keep = true;
+      if (n.op == "index_backward") {
+        const int64_t src = g.inputs()[5 + static_cast<size_t>(sl->second)];
+        for (const graph::Node& f : nodes) {
+          if (f.op != "index" || f.inputs.at(0) != src || f.inputs.size() != n.inputs.size() ||
+              !std::equal(f.inputs.begin() + 1, f.inputs.end(), n.inputs.begin() + 1))
+            continue;
+          plan.scatters[n.outputs[0]] = {sl->second, f.outputs[0]};
+          offset_needed.insert(f.outputs[0]);
+          break;
+        }
+        MF_INTERNAL_ASSERT(plan.scatters.count(n.outputs[0]),
+                           "flex_attention: no forward index for an index_backward of slot ",
+                           sl->second);
+        mark(n.inputs[0]);
+      } else {
+        for (int64_t v : n.inputs) {
+          if (v >= 0 && !g.meta(v).sizes.empty())
+            slot_of[v] = sl->second;
+          else
+            mark(v);
+        }
+      }
+    } else if (n.op == "index" && n.outputs.size() == 1 && offset_needed.count(n.outputs[0])) {
+      if (!keep) plan.offset_only.insert(n.outputs[0]);
+      keep = true;
+      for (size_t i = 1; i < n.inputs.size(); ++i) mark(n.inputs[i]);
+    } else if (keep) {
+      for (int64_t v : n.inputs) mark(v);
+    }
+    if (keep) plan.live_nodes.insert(k);
+  }
+  return plan;
+}
 
 }  // namespace
 
 std::string generate_score_mod(const graph::Graph& g) {
   MF_CHECK(g.inputs().size() >= 5, "flex_attention: a score_mod graph has 5 leading inputs");
   const std::string body =
-      Emitter(g, "score_mod", 5).run({"score", "b", "h", "q", "kv"}, DType::Float32);
+      Emitter(g, "score_mod", "GPU code for").run({"score", "b", "h", "q", "kv"}, DType::Float32);
   return "__device__ __forceinline__ float score_mod(float score, int b, int h, int q, int kv,\n"
          "                                           const FlexCaptured& cap) {\n" +
          body + "}\n";
@@ -293,10 +514,52 @@ std::string generate_score_mod(const graph::Graph& g) {
 
 std::string generate_mask_mod(const graph::Graph& g) {
   MF_CHECK(g.inputs().size() >= 4, "flex_attention: a mask_mod graph has 4 leading inputs");
-  const std::string body = Emitter(g, "mask_mod", 4).run({"b", "h", "q", "kv"}, DType::Bool);
+  const std::string body =
+      Emitter(g, "mask_mod", "GPU code for").run({"b", "h", "q", "kv"}, DType::Bool);
   return "__device__ __forceinline__ bool mask_mod(int b, int h, int q, int kv,\n"
          "                                         const FlexCaptured& cap) {\n" +
          body + "}\n";
+}
+
+std::string generate_score_mod_backward(const graph::Graph& g,
+                                        const std::vector<bool>& captured_needs_grad) {
+  MF_CHECK(g.inputs().size() >= 5, "flex_attention: a score_mod graph has 5 leading inputs");
+  const size_t ncap = g.inputs().size() - 5;
+  MF_CHECK(ncap <= static_cast<size_t>(kMaxCaptured),
+           "flex_attention: cannot generate the GPU backward of score_mod: it captures ", ncap,
+           " tensors (at most ", kMaxCaptured, "); use the dense path");
+  MF_CHECK(captured_needs_grad.size() == ncap, "flex_attention: score_mod captures ", ncap,
+           " tensors, but ", captured_needs_grad.size(), " needs-grad flags were given");
+  for (size_t i = 0; i < ncap; ++i) {
+    const TensorMeta& m = g.meta(g.inputs()[5 + i]);
+    MF_CHECK(!captured_needs_grad[i] || is_floating(m.dtype), "flex_attention: captured tensor ", i,
+             " of score_mod is ", m.dtype, " ", shape_str(m.sizes),
+             "; only floating tensors can need a gradient");
+  }
+  check_derivatives(g, captured_needs_grad);
+  const JointScoreMod j = trace_joint_score_mod(g, captured_needs_grad);
+  const BackwardPlan plan = plan_backward(j);
+  const graph::Graph& jg = *j.graph;
+  Emitter e(jg, "score_mod", "the GPU backward of", &plan);
+  const std::vector<std::string> args{"score", "b", "h", "q", "kv"};
+  for (size_t i = 0; i < args.size(); ++i) e.bind_arg(i, args[i]);
+  for (size_t i = 0; i < ncap; ++i) e.bind_captured(5 + i, static_cast<int>(i));
+  e.bind_arg(5 + ncap, "grad");
+  std::string body;
+  // Every node is emitted (so errors name the first op in program order); only the live
+  // ones are kept.
+  for (size_t k = 0; k < jg.nodes().size(); ++k) {
+    e.emit_node(jg.nodes()[k]);
+    const std::string code = e.take();
+    if (plan.live_nodes.count(k)) body += code;
+  }
+  body += j.score_grad >= 0 ? e.ret(j.score_grad, DType::Float32) : "  return 0.0f;\n";
+  static const char* const kSignature =
+      R"(__device__ __forceinline__ float score_mod_backward(float score, int b, int h, int q, int kv,
+                                                    const FlexCaptured& cap, float grad,
+                                                    const FlexCapturedGrad& gcap) {
+)";
+  return kSignature + body + "}\n";
 }
 
 bool uses_index(const graph::Graph& g) {

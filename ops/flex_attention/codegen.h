@@ -3,6 +3,7 @@
 // one __device__ function that kernels/cuda/flex_fwd.cuh calls per score element.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "core/graph.h"
 
@@ -29,6 +30,33 @@ constexpr int kMaxCapturedDims = 4;
 std::string generate_score_mod(const graph::Graph& g);
 // `bool mask_mod(int b, int h, int q, int kv, const FlexCaptured& cap)`.
 std::string generate_mask_mod(const graph::Graph& g);
+
+// Note [Generated score_mod backward]
+// The derivative is not written here: the score_mod graph is rerun on 0-d proxies with
+// autograd on and backward is called with the kernel's `grad` as the seed while tracing,
+// so the joint graph holds the ops' own registered backward formulas (relu'(0) = 0,
+// abs'(0) = 0, maximum/minimum ties split half/half, where routes to the chosen branch,
+// dtype conversions as the engine makes them). That graph is emitted like a forward one,
+// keeping only the nodes the gradients need. A captured tensor's gradient appears as
+// index_backward scatters (summed by the engine into one buffer); each becomes
+//   if (k<i>) mf_grad_add(gcap, slot, o<i>, value);
+// at the offset o<i> of the forward `index` of that slot with the same indices, only when
+// that index was in range. mf_grad_add adds float32 into gcap.data[slot] at the same
+// element offset, so the launcher passes captured tensors that need grad contiguous and
+// float32 gradient buffers of their shape. Captured tensors that need no grad are not
+// differentiated and get no accumulation code. The forward values the derivative needs are
+// recomputed (index loads included, which record faults like the forward's). Per element
+// the result equals the dense path's autograd; the sum over elements differs in order, and
+// for a 16-bit captured tensor in precision (the dense path accumulates in its dtype).
+
+// `float score_mod_backward(float score, int b, int h, int q, int kv,
+//                           const FlexCaptured& cap, float grad, const FlexCapturedGrad& gcap)`:
+// returns grad * d score_mod / d score and adds grad * d score_mod / d captured[idx] into
+// gcap for every slot i with captured_needs_grad[i] (one flag per captured tensor).
+// Throws Error naming the op for anything it cannot emit or differentiate.
+std::string generate_score_mod_backward(const graph::Graph& g,
+                                        const std::vector<bool>& captured_needs_grad);
+
 // Whether the graph reads a captured tensor (the launcher then checks for faults).
 bool uses_index(const graph::Graph& g);
 
