@@ -1,9 +1,14 @@
-// flex_attention forward on the GPU, fused kernel vs the dense path, at B=4, H=16, S=4096,
-// bf16 (CUDA events, warm-up, median). TFLOP/s counted on unmasked pairs (4*B*H*pairs*D).
-// Compare with tools/torch_flex_bench.py run in the same call on the same card.
+// flex_attention on the GPU: the fused kernels' forward and forward+backward for the
+// patterns of tools/torch_flex_bench.py (full, causal, ALiBi, softcap, sliding window 1024,
+// prefix LM 1024, document mask) at B=4, H=16, S=4096, D=128 and 64, bf16. CUDA events,
+// warm-up (which also compiles), median. TFLOP/s counted on unmasked pairs: forward
+// 4*B*H*pairs*D, forward+backward 3.5x that. JSON lines; tools/flex_bench_compare.py puts
+// them next to PyTorch's numbers from the same run.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <functional>
+#include <random>
 #include <vector>
 
 #include <microflex/microflex.h>
@@ -17,10 +22,11 @@
 
 namespace {
 
+using T = mf::Tensor;
+
 double time_ms(const std::function<void()>& fn, int iters) {
   auto s = static_cast<cudaStream_t>(mf::cuda::stream(0));
-  fn();
-  fn();
+  for (int i = 0; i < 3; ++i) fn();
   std::vector<double> ms;
   cudaEvent_t a, b;
   cudaEventCreate(&a);
@@ -38,6 +44,23 @@ double time_ms(const std::function<void()>& fn, int iters) {
   return ms[ms.size() / 2];
 }
 
+// Document ids: lengths drawn uniformly from [256, 2048) until S is covered.
+T doc_ids(int64_t S) {
+  std::mt19937 gen(1);
+  std::uniform_int_distribution<int64_t> len(256, 2047);
+  std::vector<int64_t> ids;
+  for (int64_t doc = 0; static_cast<int64_t>(ids.size()) < S; ++doc)
+    for (int64_t n = len(gen); n > 0 && static_cast<int64_t>(ids.size()) < S; --n)
+      ids.push_back(doc);
+  return mf::from_vector(ids, {S}, {.dtype = mf::DType::Int32}).to(mf::Device::cuda());
+}
+
+struct Pattern {
+  const char* name;
+  mf::ScoreMod score_mod;
+  mf::MaskMod mask_mod;
+};
+
 }  // namespace
 
 int main() {
@@ -45,32 +68,77 @@ int main() {
   const int64_t B = 4, H = 16, S = 4096;
   const mf::Device gpu = mf::Device::cuda();
   mf::manual_seed(0);
-  mf::NoGradGuard no_grad;
+  const T ids = doc_ids(S);
+  std::vector<Pattern> patterns{
+      {"full", {}, {}},
+      {"causal", {}, [](const T&, const T&, const T& q, const T& kv) { return q >= kv; }},
+      {"alibi",
+       [](const T& s, const T&, const T& h, const T& q, const T& kv) {
+         return s + mf::exp2((h + 1) * -0.5) * (kv - q);
+       },
+       {}},
+      {"softcap",
+       [](const T& s, const T&, const T&, const T&, const T&) { return mf::tanh(s / 30.0) * 30.0; },
+       {}},
+      {"sliding_window_1024",
+       {},
+       [](const T&, const T&, const T& q, const T& kv) {
+         return mf::logical_and(q >= kv, (q - kv) <= 1024);
+       }},
+      {"prefix_lm_1024",
+       {},
+       [](const T&, const T&, const T& q, const T& kv) {
+         return mf::logical_or(kv <= 1024, q >= kv);
+       }},
+      {"document",
+       {},
+       [ids](const T&, const T&, const T& q, const T& kv) {
+         return ids.index({q}) == ids.index({kv});
+       }},
+  };
   for (int64_t D : {128, 64}) {
     const mf::TensorOptions bf{.dtype = mf::DType::BFloat16, .device = gpu};
-    mf::Tensor q = mf::randn({B, H, S, D}, bf), k = mf::randn({B, H, S, D}, bf),
-               v = mf::randn({B, H, S, D}, bf);
-    mf::MaskMod causal = [](const mf::Tensor&, const mf::Tensor&, const mf::Tensor& qi,
-                            const mf::Tensor& kv) { return qi >= kv; };
-    for (bool is_causal : {false, true}) {
+    T q = mf::randn({B, H, S, D}, bf).requires_grad_(),
+      k = mf::randn({B, H, S, D}, bf).requires_grad_(),
+      v = mf::randn({B, H, S, D}, bf).requires_grad_();
+    const T g = mf::randn({B, H, S, D}, bf);
+    for (const Pattern& p : patterns) {
       std::optional<mf::BlockMask> bm;
-      if (is_causal) bm = mf::create_block_mask(causal, 1, 1, S, S, gpu);
-      const double pairs = is_causal ? S * (S + 1) / 2.0 : double(S) * S;
-      const double flops = 4.0 * B * H * pairs * D;
-      for (mf::FlexKernel kern : {mf::FlexKernel::Fused, mf::FlexKernel::Dense}) {
-        const double ms = time_ms(
-            [&] { mf::flex_attention(q, k, v, {.block_mask = bm, .kernel = kern}); },
-            kern == mf::FlexKernel::Fused ? 10 : 3);
-        std::printf("{\"impl\": \"microflex_%s\", \"pattern\": \"%s\", \"D\": %ld, \"fwd_ms\": %.2f, "
-                    "\"fwd_TFLOPs\": %.1f}\n",
-                    kern == mf::FlexKernel::Fused ? "fused" : "dense", is_causal ? "causal" : "full",
-                    long(D), ms, flops / ms / 1e9);
-        std::fflush(stdout);
+      double density = 1.0;
+      if (p.mask_mod) {
+        bm = mf::create_block_mask(p.mask_mod, 1, 1, S, S, gpu);
+        density = mf::create_mask(p.mask_mod, 1, 1, S, S, gpu)
+                      .to(mf::DType::Float32)
+                      .mean()
+                      .item<double>();
       }
+      const double flops = 4.0 * B * H * double(S) * S * D * density;
+      const mf::FlexAttentionOptions o{
+          .score_mod = p.score_mod, .block_mask = bm, .kernel = mf::FlexKernel::Fused};
+      double fwd;
+      {
+        mf::NoGradGuard no_grad;
+        fwd = time_ms([&] { mf::flex_attention(q, k, v, o); }, 20);
+      }
+      const double fb = time_ms(
+          [&] {
+            q.zero_grad();
+            k.zero_grad();
+            v.zero_grad();
+            mf::flex_attention(q, k, v, o).out.backward(g);
+          },
+          10);
+      std::printf(
+          "{\"pattern\": \"%s\", \"D\": %ld, \"density\": %.4f, \"fwd_ms\": %.3f, "
+          "\"fwd_tflops\": %.1f, \"fwdbwd_ms\": %.3f, \"fwdbwd_tflops\": %.1f}\n",
+          p.name, long(D), density, fwd, flops / fwd / 1e9, fb, 3.5 * flops / fb / 1e9);
+      std::fflush(stdout);
     }
   }
   return 0;
 }
 #else
-int main() { return 0; }
+int main() {
+  return 0;
+}
 #endif

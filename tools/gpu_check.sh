@@ -2,7 +2,8 @@
 # On the GPU machine (see ../shared/device/README.md): build with CUDA for the card,
 # run the whole test suite with the GPU tests on, optionally compute-sanitizer and the
 # benchmarks next to PyTorch. Logs go to $OUT (or out/gpu). Usage:
-#   bash tools/gpu_check.sh [tests] [sanitize] [bench]
+#   bash tools/gpu_check.sh [tests] [sanitize] [bench] [flexbench]
+# MICROFLEX_TEST_FILTER narrows `tests`; MICROFLEX_SANITIZE_FILTER narrows `sanitize`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out/gpu}
@@ -20,7 +21,7 @@ echo "build ok"
 for step in "$@"; do
   case $step in
     tests)
-      ./build-gpu/tests/microflex_tests --gtest_brief=1 >"$out/tests.log" 2>&1
+      ./build-gpu/tests/microflex_tests --gtest_brief=1 --gtest_filter="${MICROFLEX_TEST_FILTER:-*}" >"$out/tests.log" 2>&1
       echo "tests rc=$?"
       grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|error" "$out/tests.log" | head -60 ;;
     sanitize)
@@ -43,5 +44,10 @@ for r in map(json.loads, open(sys.argv[2])):
         print(f"ratio {r['op']:40s} torch {r['ms']:8.4f} ms / microflex {mf[op]:8.4f} ms = {r['ms'] / mf[op]:.2f}")
 PY
       ;;
+    flexbench)
+      # Fused flex_attention vs PyTorch FlexAttention (compiled) on the same card.
+      ./build-gpu/bench/flex_gpu_bench | tee "$out/flex_microflex.jsonl"
+      python3 tools/torch_flex_bench.py > "$out/flex_torch.jsonl" 2>"$out/flex_torch.err"
+      python3 tools/flex_bench_compare.py "$out/flex_microflex.jsonl" "$out/flex_torch.jsonl" ;;
   esac
 done

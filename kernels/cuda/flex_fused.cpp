@@ -1,11 +1,15 @@
-// The fused forward's launcher: source assembly, NVRTC compile (cached), launch, and the
-// fault read-back for mods that read captured tensors.
+// The fused kernels' launchers: source assembly per (dtype, head dims, tile shape), NVRTC
+// compile (cached), shared-memory limits, launch, and the fault read-back for mods that
+// read captured tensors.
 #include "kernels/cuda/flex_fused.h"
 
 #include <cuda_runtime.h>
 
+#include <mutex>
+#include <set>
+
 #include "core/error.h"
-#include "flex_fwd_cuh.h"  // generated at build time from kernels/cuda/flex_fwd.cuh
+#include "flex_templates.h"  // generated at build time from kernels/cuda/*.cuh
 #include "kernels/cuda/cuda_utils.h"
 #include "kernels/cuda/nvrtc_compile.h"
 
@@ -13,9 +17,7 @@ namespace microflex::cuda {
 
 namespace {
 
-constexpr int kRows = 64;  // MF_ROWS in flex_fwd.cuh
-
-// Mirrors FlexTensorRef / FlexCaptured in flex_fwd.cuh.
+// Mirrors FlexTensorRef / FlexCaptured / FlexCapturedGrad in flex_common.cuh.
 struct TensorRef {
   const void* data;
   long long sizes[4];
@@ -25,6 +27,10 @@ struct Captured {
   TensorRef t[8];
   unsigned long long* fault;
   int which;
+};
+struct CapturedGrad {
+  float* data[8];
+  int deterministic;
 };
 
 Captured pack(const std::vector<FlexCapturedTensor>& ts, void* fault, int which) {
@@ -42,22 +48,101 @@ Captured pack(const std::vector<FlexCapturedTensor>& ts, void* fault, int which)
   return c;
 }
 
-}  // namespace
+int pad16(int d) {
+  return (d + 15) / 16 * 16;
+}
 
-NvrtcSource flex_fused_source(const FlexFusedArgs& a) {
+// Forward tile shape (flex_fwd_tc.cuh): 4 warps of 2 m tiles and 64-key tiles up to head
+// dim 128; 8 warps of one m tile and 32-key tiles beyond (the accumulators must fit).
+struct FwdTiles {
+  int warps, mt, bn;
+};
+FwdTiles fwd_tiles(int D, int Dv) {
+  return std::max(pad16(D), pad16(Dv)) <= 128 ? FwdTiles{4, 2, 64} : FwdTiles{8, 1, 32};
+}
+int fwd_smem_bytes(const FwdTiles& t, int D, int Dv) {
+  const int qld = pad16(D) + 8, vld = pad16(Dv) + 8;
+  return (128 * qld + 2 * t.bn * qld + 2 * t.bn * vld) * 2;
+}
+int bwd_smem_bytes(int D, int Dv) {  // MF_DKDV_SMEM_BYTES in flex_bwd_tc.cuh
+  const int qld = pad16(D) + 8, vld = pad16(Dv) + 8;
+  return (128 * (qld + vld) + 2 * 64 * (qld + vld)) * 2 + 2 * 2 * 64 * 4;
+}
+
+std::string defines(const FlexFusedArgs& a) {
+  return "#define MF_D " + std::to_string(a.D) + "\n#define MF_DV " + std::to_string(a.Dv) +
+         "\n#define MF_IN " + std::to_string(a.in_dtype) + "\n";
+}
+
+NvrtcSource forward_source(const FlexFusedArgs& a) {
   NvrtcSource s;
-  s.name = "flex_fwd.cu";
-  s.source = kFlexFwdCuh;
-  std::string mods = "#define MF_D " + std::to_string(a.D) + "\n#define MF_DV " +
-                     std::to_string(a.Dv) + "\n#define MF_IN " + std::to_string(a.in_dtype) + "\n" +
-                     a.score_mod_src + a.mask_mod_src;
-  s.headers.push_back({"flex_mods.cuh", mods});
+  std::string mods = defines(a);
+  if (a.in_dtype == 0) {
+    s.name = "flex_fwd.cu";
+    s.source = kFlexFwdCuh;
+  } else {
+    const FwdTiles t = fwd_tiles(a.D, a.Dv);
+    s.name = "flex_fwd_tc.cu";
+    s.source = kFlexFwdTcCuh;
+    mods += "#define MF_WARPS " + std::to_string(t.warps) + "\n#define MF_MT " +
+            std::to_string(t.mt) + "\n#define MF_BN " + std::to_string(t.bn) +
+            "\n#define MF_QREG 0\n";
+    s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
+  }
+  s.headers.push_back({"flex_common.cuh", kFlexCommonCuh});
+  s.headers.push_back({"flex_mods.cuh", mods + a.score_mod_src + a.mask_mod_src});
   return s;
 }
 
+NvrtcSource backward_source(const FlexFusedArgs& a) {
+  NvrtcSource s;
+  s.name = "flex_bwd_tc.cu";
+  s.source = kFlexBwdTcCuh;
+  s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
+  s.headers.push_back({"flex_common.cuh", kFlexCommonCuh});
+  s.headers.push_back({"flex_mods.cuh", defines(a) + a.score_mod_src + a.mask_mod_src});
+  s.headers.push_back({"flex_mods_bwd.cuh", a.score_mod_backward_src});
+  return s;
+}
+
+// Raises the kernel's dynamic shared-memory limit once per (kernel, device).
+void allow_smem(void* kernel, int bytes, int device) {
+  static std::mutex mu;
+  static std::set<std::pair<void*, int>> done;
+  std::lock_guard<std::mutex> lock(mu);
+  if (bytes <= 48 * 1024 || done.count({kernel, device})) return;
+  MF_CUDA_CHECK(cudaKernelSetAttributeForDevice(static_cast<cudaKernel_t>(kernel),
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, bytes,
+                                                device));
+  done.insert({kernel, device});
+}
+
+void check_faults(const FlexFusedArgs& a, cudaStream_t st) {
+  if (!a.check_faults) return;
+  unsigned long long f[6] = {};
+  MF_CUDA_CHECK(cudaMemcpyAsync(f, a.fault, sizeof(f), cudaMemcpyDeviceToHost, st));
+  MF_CUDA_CHECK(cudaStreamSynchronize(st));
+  MF_CHECK(f[0] == 0, "flex_attention: ", f[1] == 0 ? "score_mod" : "mask_mod", ": index ",
+           static_cast<long long>(f[4]), " is out of bounds for dim ", f[3], " with size ", f[5],
+           " (captured tensor ", f[2], ")");
+}
+
+}  // namespace
+
+bool flex_fused_forward_supported(int in_dtype, int D, int Dv) {
+  const int limit = in_dtype == 0 ? 128 : 256;
+  return D % 8 == 0 && Dv % 8 == 0 && D > 0 && Dv > 0 && D <= limit && Dv <= limit;
+}
+
+bool flex_fused_backward_supported(int in_dtype, int D, int Dv) {
+  return in_dtype != 0 && D % 8 == 0 && Dv % 8 == 0 && D > 0 && Dv > 0 && D <= 128 && Dv <= 128;
+}
+
 void flex_fused_forward(const FlexFusedArgs& a) {
-  const NvrtcSource src = flex_fused_source(a);
-  void* kernel = nvrtc_kernel(src, "flex_fwd", a.device);
+  MF_INTERNAL_ASSERT(flex_fused_forward_supported(a.in_dtype, a.D, a.Dv));
+  const NvrtcSource src = forward_source(a);
+  const bool tc = a.in_dtype != 0;
+  void* kernel = nvrtc_kernel(src, tc ? "flex_fwd_tc" : "flex_fwd", a.device);
   set_device(a.device);
   auto st = static_cast<cudaStream_t>(stream(a.device));
   Captured sc = pack(a.score_captured, a.fault, 0), mc = pack(a.mask_captured, a.fault, 1);
@@ -66,20 +151,69 @@ void flex_fused_forward(const FlexFusedArgs& a) {
   const void *q = a.q, *k = a.k, *v = a.v;
   void* out = a.out;
   float* lse = a.lse;
-  const int *kn = a.kv_num, *ki = a.kv_idx, *fn = a.full_num, *fi = a.full_idx;
+  const int *kn = a.kv.num, *ki = a.kv.idx, *fn = a.kv.full_num, *fi = a.kv.full_idx;
   void* args[] = {&q,  &k,  &v,  &out, &lse, &Hq, &Hkv, &M,  &N,  &scale,
                   &kn, &ki, &fn, &fi,  &mb,  &mh, &Mb,  &Nb, &sc, &mc};
-  const dim3 grid((a.M + kRows - 1) / kRows, a.Hq, a.B);
-  MF_CUDA_CHECK(cudaLaunchKernel(kernel, grid, dim3(kRows), args, 0, st));
-  MF_CUDA_CHECK(cudaGetLastError());
-  if (a.check_faults) {
-    unsigned long long f[6] = {};
-    MF_CUDA_CHECK(cudaMemcpyAsync(f, a.fault, sizeof(f), cudaMemcpyDeviceToHost, st));
-    MF_CUDA_CHECK(cudaStreamSynchronize(st));
-    MF_CHECK(f[0] == 0, "flex_attention: ", f[1] == 0 ? "score_mod" : "mask_mod", ": index ",
-             static_cast<long long>(f[4]), " is out of bounds for dim ", f[3], " with size ", f[5],
-             " (captured tensor ", f[2], ")");
+  if (tc) {
+    const FwdTiles t = fwd_tiles(a.D, a.Dv);
+    const int smem = fwd_smem_bytes(t, a.D, a.Dv);
+    allow_smem(kernel, smem, a.device);
+    const dim3 grid((a.M + 127) / 128, a.Hq, a.B);
+    MF_CUDA_CHECK(cudaLaunchKernel(kernel, grid, dim3(32 * t.warps), args, smem, st));
+  } else {
+    const dim3 grid((a.M + 63) / 64, a.Hq, a.B);  // MF_ROWS in flex_fwd.cuh
+    MF_CUDA_CHECK(cudaLaunchKernel(kernel, grid, dim3(64), args, 0, st));
   }
+  MF_CUDA_CHECK(cudaGetLastError());
+  check_faults(a, st);
+}
+
+void flex_fused_backward(const FlexFusedArgs& a) {
+  MF_INTERNAL_ASSERT(flex_fused_backward_supported(a.in_dtype, a.D, a.Dv));
+  const NvrtcSource src = backward_source(a);
+  void* k_delta = nvrtc_kernel(src, "flex_bwd_delta", a.device);
+  void* k_dq = nvrtc_kernel(src, "flex_bwd_dq", a.device);
+  void* k_dkdv = nvrtc_kernel(src, "flex_bwd_dkdv", a.device);
+  set_device(a.device);
+  auto st = static_cast<cudaStream_t>(stream(a.device));
+  Captured sc = pack(a.score_captured, a.fault, 0), mc = pack(a.mask_captured, a.fault, 1);
+  CapturedGrad gc{};
+  MF_CHECK(a.captured_grad.size() <= 8,
+           "flex_attention: at most 8 captured tensors per mod in fused kernels");
+  for (size_t i = 0; i < a.captured_grad.size(); ++i)
+    gc.data[i] = static_cast<float*>(a.captured_grad[i]);
+  gc.deterministic = a.deterministic ? 1 : 0;
+  int Hq = a.Hq, Hkv = a.Hkv, M = a.M, N = a.N, mb = a.mask_b, mh = a.mask_h, Mb = a.Mb, Nb = a.Nb;
+  float scale = a.scale;
+  const void *q = a.q, *k = a.k, *v = a.v, *o = a.out, *dout = a.grad_out;
+  void *dq = a.dq, *dk = a.dk, *dv = a.dv;
+  const float* lse = a.lse;
+  float* delta = a.delta;
+
+  long long rows = static_cast<long long>(a.B) * a.Hq * a.M;
+  void* dargs[] = {&o, &dout, &delta, &rows};
+  MF_CUDA_CHECK(cudaLaunchKernel(k_delta, dim3(static_cast<unsigned>((rows + 7) / 8)), dim3(256),
+                                 dargs, 0, st));
+  MF_CUDA_CHECK(cudaGetLastError());
+
+  const int smem = bwd_smem_bytes(a.D, a.Dv);
+  const int *kn = a.kv.num, *ki = a.kv.idx, *kfn = a.kv.full_num, *kfi = a.kv.full_idx;
+  void* qargs[] = {&q,     &k,  &v,  &dout, &lse, &delta, &dq, &Hq, &Hkv, &M,  &N,
+                   &scale, &kn, &ki, &kfn,  &kfi, &mb,    &mh, &Mb, &Nb,  &sc, &mc};
+  allow_smem(k_dq, smem, a.device);
+  MF_CUDA_CHECK(
+      cudaLaunchKernel(k_dq, dim3((a.M + 127) / 128, a.Hq, a.B), dim3(256), qargs, smem, st));
+  MF_CUDA_CHECK(cudaGetLastError());
+
+  const int *qn = a.q_of_kv.num, *qi = a.q_of_kv.idx, *qfn = a.q_of_kv.full_num,
+            *qfi = a.q_of_kv.full_idx;
+  void* kargs[] = {&q,     &k,  &v,  &dout, &lse, &delta, &dk, &dv, &Hq, &Hkv, &M,  &N,
+                   &scale, &qn, &qi, &qfn,  &qfi, &mb,    &mh, &Mb, &Nb, &sc,  &mc, &gc};
+  allow_smem(k_dkdv, smem, a.device);
+  MF_CUDA_CHECK(
+      cudaLaunchKernel(k_dkdv, dim3((a.N + 127) / 128, a.Hkv, a.B), dim3(256), kargs, smem, st));
+  MF_CUDA_CHECK(cudaGetLastError());
+  check_faults(a, st);
 }
 
 }  // namespace microflex::cuda

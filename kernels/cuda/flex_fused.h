@@ -1,5 +1,6 @@
-// Launcher of flex_attention's fused forward kernel (kernels/cuda/flex_fwd.cuh), compiled
-// with NVRTC together with the generated score_mod / mask_mod. Plain C++ header.
+// Launchers of flex_attention's fused kernels (kernels/cuda/flex_fwd.cuh,
+// flex_fwd_tc.cuh, flex_bwd_tc.cuh), compiled with NVRTC together with the generated
+// score_mod / mask_mod (and score_mod's backward). Plain C++ header.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -12,6 +13,11 @@ struct FlexCapturedTensor {
   std::vector<int64_t> sizes, strides;  // at most 4 dims
 };
 
+// BlockMask tensors (128 x 128 blocks, contiguous int32); null num: every block full.
+struct FlexMaskRefs {
+  const int *num = nullptr, *idx = nullptr, *full_num = nullptr, *full_idx = nullptr;
+};
+
 struct FlexFusedArgs {
   int device = 0;
   int in_dtype = 0;       // 0 float32, 1 float16, 2 bfloat16
@@ -20,20 +26,32 @@ struct FlexFusedArgs {
   float* lse;             // [B, Hq, M]
   int B, Hq, Hkv, M, N, D, Dv;
   float scale;
-  // BlockMask (128 x 128 blocks), contiguous int32; null kv_num: every block full.
-  const int *kv_num = nullptr, *kv_idx = nullptr, *full_num = nullptr, *full_idx = nullptr;
+  FlexMaskRefs kv;       // rows per (b, h, q block): kv_num_blocks, kv_indices, full_kv_*
+  FlexMaskRefs q_of_kv;  // rows per (b, h, kv block): q_num_blocks, q_indices, full_q_*
   int mask_b = 1, mask_h = 1, Mb = 0, Nb = 0;
   std::string score_mod_src, mask_mod_src;  // ops/flex_attention/codegen.h
   std::vector<FlexCapturedTensor> score_captured, mask_captured;
   bool check_faults = false;  // a mod reads captured tensors: read the fault record back
   void* fault = nullptr;      // device buffer of 6 uint64, zeroed
+
+  // Backward only.
+  std::string score_mod_backward_src;
+  const void* grad_out = nullptr;  // [B, Hq, M, Dv] contiguous, q's dtype
+  void *dq = nullptr, *dk = nullptr, *dv = nullptr;
+  float* delta = nullptr;            // [B, Hq, M] scratch
+  std::vector<void*> captured_grad;  // per score_mod captured tensor, or null
+  bool deterministic = false;        // captured_grad buffers are int64 32.32 fixed point
 };
 
-// The full NVRTC source set for these arguments (template + generated header).
-struct NvrtcSource;
-NvrtcSource flex_fused_source(const FlexFusedArgs& a);
-// Launches on the device's stream. With check_faults, waits for the stream and throws the
-// dense path's error for an out-of-range index in a mod.
+// Whether the tensor-core kernels take this dtype / head dims (the forward: bf16 or fp16,
+// multiples of 8 up to 256; the backward: up to 128). Float32 runs the SIMT forward
+// (head dims up to 128) and has no fused backward.
+bool flex_fused_forward_supported(int in_dtype, int D, int Dv);
+bool flex_fused_backward_supported(int in_dtype, int D, int Dv);
+
+// Launch on the device's stream. With check_faults, they wait for the stream and throw
+// the dense path's error for an out-of-range index in a mod.
 void flex_fused_forward(const FlexFusedArgs& a);
+void flex_fused_backward(const FlexFusedArgs& a);
 
 }  // namespace microflex::cuda

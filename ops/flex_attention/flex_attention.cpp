@@ -225,6 +225,13 @@ const HigherOrderOperator& forward_op() {
       if (!any) return outs;
       node->fns = fns;
       node->attrs = a;
+      // Which captured tensors of score_mod want a gradient (the fused backward skips the
+      // others' accumulation).
+      if (end_cap > first_cap) {
+        Shape needs;
+        for (size_t i = first_cap; i < end_cap; ++i) needs.push_back(node->next_edges[i].valid());
+        node->attrs.set("captured_needs_grad", needs);
+      }
       node->sequence_nr = autograd::next_sequence_nr();
       for (const Tensor& t : ops) node->saved.push_back(autograd::SavedTensor::save(t));
       node->saved.push_back(autograd::SavedTensor::save(outs[0]));
@@ -253,6 +260,13 @@ const HigherOrderOperator& backward_op() {
             [](const HigherOrderOperator&, DispatchKeySet, const std::vector<SubgraphFn>& fns,
                const TensorList& ops, const Attrs& a) {
               FlexArgs f = unpack(ops, 6, fns, a);
+              FlexBackwardOptions o;
+              o.kernel = static_cast<FlexKernel>(a.has("kernel") ? a.i("kernel") : int64_t{0});
+              o.deterministic = a.has("deterministic") && a.b("deterministic");
+              if (a.has("captured_needs_grad"))
+                for (int64_t n : a.ints("captured_needs_grad"))
+                  o.captured_needs_grad.push_back(n != 0);
+              if (auto r = flex_try_fused_backward(f, ops[3], ops[4], ops[5], o)) return *r;
               return flex_dense_backward(f, ops[5]);
             });
     auto metas = [](const TensorList& ops, const Attrs& a) {
@@ -363,6 +377,7 @@ FlexAttentionResult flex_attention(const Tensor& q, const Tensor& k, const Tenso
   a.set("has_block_mask", opts.block_mask.has_value());
   a.set("has_score_mod", static_cast<bool>(opts.score_mod));
   if (opts.kernel != FlexKernel::Auto) a.set("kernel", static_cast<int64_t>(opts.kernel));
+  if (opts.deterministic) a.set("deterministic", true);
   a.set("q_block_size", opts.block_mask ? opts.block_mask->q_block_size : int64_t{128});
   a.set("kv_block_size", opts.block_mask ? opts.block_mask->kv_block_size : int64_t{128});
   if (opts.block_mask) {

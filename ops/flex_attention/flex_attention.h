@@ -17,10 +17,10 @@ namespace microflex {
 using ScoreMod = std::function<Tensor(const Tensor& score, const Tensor& b, const Tensor& h,
                                       const Tensor& q_idx, const Tensor& kv_idx)>;
 
-// Which forward implementation runs: Auto takes the fused CUDA kernel (NVRTC-compiled
-// from the traced mods, ops/flex_attention/fused.h) for CUDA inputs when the mods can be
-// generated, the shapes are supported and no gradient is recorded, else the dense path;
-// Fused raises when the fused kernel cannot run; Dense never uses it.
+// Which implementation runs, forward and backward: Auto takes the fused CUDA kernels
+// (NVRTC-compiled from the traced mods, ops/flex_attention/fused.h) for CUDA inputs when
+// the mods can be generated and the dtype and head dims are supported, else the dense
+// path; Fused raises when a fused kernel cannot run; Dense never uses them.
 enum class FlexKernel { Auto, Dense, Fused };
 
 struct FlexAttentionOptions {
@@ -30,6 +30,10 @@ struct FlexAttentionOptions {
   bool enable_gqa = false;              // Hq a multiple of Hkv
   bool return_lse = false;
   FlexKernel kernel = FlexKernel::Auto;
+  // The fused backward sums captured-tensor gradients in 32.32 fixed point (int64 atomics,
+  // independent of the order) instead of float atomics: bitwise reproducible runs, for
+  // gradient sums of magnitude below 2^31 with 2^-32 resolution per contribution.
+  bool deterministic = false;
 };
 
 struct FlexAttentionResult {

@@ -1,9 +1,11 @@
-// Glue between FlexArgs and the fused kernel's launcher (kernels/cuda/flex_fused.h):
-// eligibility, code generation of the mods, contiguous operands, outputs.
+// Glue between FlexArgs and the fused kernels' launchers (kernels/cuda/flex_fused.h):
+// eligibility, code generation of the mods, contiguous operands, outputs, and the
+// captured-tensor gradient buffers of the backward.
 #include "ops/flex_attention/fused.h"
 
-#include "autograd/grad_mode.h"
+#include "ops/elementwise.h"
 #include "ops/flex_attention/codegen.h"
+#include "ops/op_utils.h"
 #ifdef MICROFLEX_WITH_CUDA
 #include "kernels/cuda/flex_fused.h"
 #endif
@@ -12,9 +14,15 @@ namespace microflex {
 
 namespace {
 
-// Why the fused kernel cannot run, or "" when it can (generation errors come later).
-std::string unsupported_reason(const FlexArgs& a) {
+int dtype_code(DType dt) {
+  return dt == DType::Float32 ? 0 : dt == DType::Float16 ? 1 : 2;
+}
+
+// Why the fused kernels cannot run, or "" when they can (generation errors come later).
+std::string unsupported_reason(const FlexArgs& a, bool backward) {
 #ifndef MICROFLEX_WITH_CUDA
+  (void)a;
+  (void)backward;
   return "this build has no CUDA backend";
 #else
   const DType dt = a.q.dtype();
@@ -22,84 +30,74 @@ std::string unsupported_reason(const FlexArgs& a) {
   if (dt != DType::Float32 && dt != DType::Float16 && dt != DType::BFloat16)
     return "dtype " + std::string(dtype_name(dt)) + " is not float32, float16 or bfloat16";
   const int64_t D = a.q.size(3), Dv = a.v.size(3);
-  if (D > 128 || Dv > 128 || D % 8 || Dv % 8)
-    return "head dims D = " + std::to_string(D) + ", Dv = " + std::to_string(Dv) +
-           " (need multiples of 8 up to 128)";
+  const int code = dtype_code(dt);
+  const bool ok = D <= 256 && Dv <= 256 &&
+                  (backward ? cuda::flex_fused_backward_supported(code, int(D), int(Dv))
+                            : cuda::flex_fused_forward_supported(code, int(D), int(Dv)));
+  if (!ok)
+    return std::string(backward ? "the backward" : "the forward") + " with dtype " +
+           dtype_name(dt) + " and head dims D = " + std::to_string(D) +
+           ", Dv = " + std::to_string(Dv) +
+           (backward ? " (needs bfloat16 or float16, multiples of 8 up to 128)"
+                     : " (needs multiples of 8 up to 256 for bfloat16 / float16, 128 for "
+                       "float32)");
   if (!a.block_mask.empty() && (a.q_block != 128 || a.kv_block != 128))
     return "BlockMask block sizes other than 128";
-  if (a.q.numel() > (int64_t{1} << 31) || a.k.numel() > (int64_t{1} << 31))
+  if (a.q.numel() > (int64_t{1} << 31) || a.k.numel() > (int64_t{1} << 31) ||
+      a.v.numel() > (int64_t{1} << 31))
     return "tensors too large";
-  if (is_grad_enabled()) {
-    bool needs = a.q.requires_grad() || a.k.requires_grad() || a.v.requires_grad();
-    for (const Tensor& t : a.score_captured) needs = needs || t.requires_grad();
-    if (needs) return "a gradient is recorded (the backward is dense)";
-  }
   return "";
 #endif
 }
 
-}  // namespace
+#ifdef MICROFLEX_WITH_CUDA
+// A contiguous tensor whose data is 16-byte aligned (the kernels load 16 bytes at a time).
+Tensor aligned(const Tensor& t) {
+  Tensor c = t.contiguous();
+  if (reinterpret_cast<uintptr_t>(c.raw_data()) % 16 != 0) c = c.clone();
+  return c;
+}
 
-std::optional<TensorList> flex_try_fused_forward(const FlexArgs& a, FlexKernel kernel) {
-  if (kernel == FlexKernel::Dense) return std::nullopt;
-  const std::string why = unsupported_reason(a);
-  if (!why.empty()) {
-    MF_CHECK(kernel != FlexKernel::Fused, "flex_attention: the fused kernel cannot run: ", why);
-    return std::nullopt;
-  }
-#ifndef MICROFLEX_WITH_CUDA
-  return std::nullopt;
-#else
-  const FlexGraphFn* sg = a.score_fn ? a.score_fn.target<FlexGraphFn>() : nullptr;
-  const FlexGraphFn* mg = a.mask_fn.target<FlexGraphFn>();
+// The launcher arguments shared by the forward and the backward; `keep` holds the
+// tensors the pointers refer to until the launches are queued.
+cuda::FlexFusedArgs prepare(const FlexArgs& a, const FlexGraphFn* sg, const FlexGraphFn* mg,
+                            TensorList& keep) {
   cuda::FlexFusedArgs f;
-  try {
-    MF_CHECK(!a.score_fn || sg,
-             "flex_attention: cannot generate GPU code for a score_mod "
-             "that is not a traced graph; use the dense path");
-    f.score_mod_src = sg ? flex_codegen::generate_score_mod(*sg->graph)
-                         : "__device__ __forceinline__ float score_mod(float score, int, int, "
-                           "int, int, const FlexCaptured&) { return score; }\n";
-    f.mask_mod_src = mg ? flex_codegen::generate_mask_mod(*mg->graph)
-                        : "__device__ __forceinline__ bool mask_mod(int, int, int, int, "
-                          "const FlexCaptured&) { return true; }\n";
-  } catch (const Error&) {
-    if (kernel == FlexKernel::Fused) throw;
-    return std::nullopt;
-  }
+  f.score_mod_src = sg ? flex_codegen::generate_score_mod(*sg->graph)
+                       : "__device__ __forceinline__ float score_mod(float score, int, int, "
+                         "int, int, const FlexCaptured&) { return score; }\n";
+  f.mask_mod_src = mg ? flex_codegen::generate_mask_mod(*mg->graph)
+                      : "__device__ __forceinline__ bool mask_mod(int, int, int, int, "
+                        "const FlexCaptured&) { return true; }\n";
   const Device dev = a.q.device();
-  const Tensor q = a.q.contiguous(), k = a.k.contiguous(), v = a.v.contiguous();
-  const int64_t B = q.size(0), Hq = q.size(1), M = q.size(2), Dv = v.size(3);
-  Tensor out = empty({B, Hq, M, Dv}, {.dtype = q.dtype(), .device = dev});
-  Tensor lse = empty({B, Hq, M}, {.dtype = DType::Float32, .device = dev});
+  const Tensor q = aligned(a.q), k = aligned(a.k), v = aligned(a.v);
+  keep.insert(keep.end(), {q, k, v});
   f.device = dev.index;
-  f.in_dtype = q.dtype() == DType::Float32 ? 0 : q.dtype() == DType::Float16 ? 1 : 2;
+  f.in_dtype = dtype_code(q.dtype());
   f.q = q.raw_data();
   f.k = k.raw_data();
   f.v = v.raw_data();
-  f.out = out.raw_data();
-  f.lse = static_cast<float*>(lse.raw_data());
-  f.B = static_cast<int>(B);
-  f.Hq = static_cast<int>(Hq);
+  f.B = static_cast<int>(q.size(0));
+  f.Hq = static_cast<int>(q.size(1));
   f.Hkv = static_cast<int>(k.size(1));
-  f.M = static_cast<int>(M);
+  f.M = static_cast<int>(q.size(2));
   f.N = static_cast<int>(k.size(2));
   f.D = static_cast<int>(q.size(3));
-  f.Dv = static_cast<int>(Dv);
+  f.Dv = static_cast<int>(v.size(3));
   f.scale = static_cast<float>(a.scale);
-  TensorList mask;  // kept alive until the launch is queued
   if (!a.block_mask.empty()) {
-    for (int i = 0; i < 4; ++i) mask.push_back(a.block_mask[i].contiguous());
-    f.kv_num = static_cast<const int*>(mask[0].raw_data());
-    f.kv_idx = static_cast<const int*>(mask[1].raw_data());
-    f.full_num = static_cast<const int*>(mask[2].raw_data());
-    f.full_idx = static_cast<const int*>(mask[3].raw_data());
-    f.mask_b = static_cast<int>(mask[0].size(0));
-    f.mask_h = static_cast<int>(mask[0].size(1));
-    f.Mb = static_cast<int>(mask[0].size(2));
-    f.Nb = static_cast<int>(mask[1].size(3));
+    TensorList m;
+    for (const Tensor& t : a.block_mask) m.push_back(t.contiguous());
+    keep.insert(keep.end(), m.begin(), m.end());
+    auto ptr = [&](int i) { return static_cast<const int*>(m[i].raw_data()); };
+    f.kv = {ptr(0), ptr(1), ptr(2), ptr(3)};
+    f.q_of_kv = {ptr(4), ptr(5), ptr(6), ptr(7)};
+    f.mask_b = static_cast<int>(m[0].size(0));
+    f.mask_h = static_cast<int>(m[0].size(1));
+    f.Mb = static_cast<int>(m[0].size(2));
+    f.Nb = static_cast<int>(m[1].size(3));
   }
-  auto refs = [](const TensorList& ts) {
+  auto refs = [&](const TensorList& ts) {
     std::vector<cuda::FlexCapturedTensor> r;
     for (const Tensor& t : ts) r.push_back({t.raw_data(), t.sizes(), t.strides()});
     return r;
@@ -109,9 +107,132 @@ std::optional<TensorList> flex_try_fused_forward(const FlexArgs& a, FlexKernel k
   f.check_faults =
       (sg && flex_codegen::uses_index(*sg->graph)) || (mg && flex_codegen::uses_index(*mg->graph));
   Tensor fault = zeros({6}, {.dtype = DType::Int64, .device = dev});
+  keep.push_back(fault);
   f.fault = fault.raw_data();
+  return f;
+}
+#endif
+
+// The traced graphs of the mods, or a generation error (Fused) / nothing (Auto).
+bool graphs(const FlexArgs& a, FlexKernel kernel, const FlexGraphFn*& sg, const FlexGraphFn*& mg) {
+  sg = a.score_fn ? a.score_fn.target<FlexGraphFn>() : nullptr;
+  mg = a.mask_fn.target<FlexGraphFn>();
+  if (!a.score_fn || sg) return true;
+  MF_CHECK(kernel != FlexKernel::Fused,
+           "flex_attention: cannot generate GPU code for a score_mod that is not a traced "
+           "graph; use the dense path");
+  return false;
+}
+
+}  // namespace
+
+std::optional<TensorList> flex_try_fused_forward(const FlexArgs& a, FlexKernel kernel) {
+  if (kernel == FlexKernel::Dense) return std::nullopt;
+  const std::string why = unsupported_reason(a, false);
+  if (!why.empty()) {
+    MF_CHECK(kernel != FlexKernel::Fused, "flex_attention: the fused kernel cannot run: ", why);
+    return std::nullopt;
+  }
+#ifndef MICROFLEX_WITH_CUDA
+  return std::nullopt;
+#else
+  const FlexGraphFn *sg, *mg;
+  if (!graphs(a, kernel, sg, mg)) return std::nullopt;
+  TensorList keep;
+  cuda::FlexFusedArgs f;
+  try {
+    f = prepare(a, sg, mg, keep);
+  } catch (const Error&) {
+    if (kernel == FlexKernel::Fused) throw;
+    return std::nullopt;
+  }
+  const Device dev = a.q.device();
+  Tensor out = empty({f.B, f.Hq, f.M, f.Dv}, {.dtype = a.q.dtype(), .device = dev});
+  Tensor lse = empty({f.B, f.Hq, f.M}, {.dtype = DType::Float32, .device = dev});
+  f.out = out.raw_data();
+  f.lse = static_cast<float*>(lse.raw_data());
   cuda::flex_fused_forward(f);
   return TensorList{out, lse};
+#endif
+}
+
+std::optional<TensorList> flex_try_fused_backward(const FlexArgs& a, const Tensor& out,
+                                                  const Tensor& lse, const Tensor& grad_out,
+                                                  const FlexBackwardOptions& o) {
+  if (o.kernel == FlexKernel::Dense) return std::nullopt;
+  const std::string why = unsupported_reason(a, true);
+  if (!why.empty()) {
+    MF_CHECK(o.kernel != FlexKernel::Fused,
+             "flex_attention: the fused backward kernel cannot run: ", why);
+    return std::nullopt;
+  }
+#ifndef MICROFLEX_WITH_CUDA
+  (void)out;
+  (void)lse;
+  (void)grad_out;
+  return std::nullopt;
+#else
+  const FlexGraphFn *sg, *mg;
+  if (!graphs(a, o.kernel, sg, mg)) return std::nullopt;
+  // Which captured tensors get a gradient: those the caller marks (all floating ones
+  // when unmarked, like the dense path).
+  std::vector<bool> needs;
+  for (size_t i = 0; i < a.score_captured.size(); ++i)
+    needs.push_back(is_floating(a.score_captured[i].dtype()) &&
+                    (o.captured_needs_grad.empty() || o.captured_needs_grad.at(i)));
+  TensorList keep;
+  cuda::FlexFusedArgs f;
+  try {
+    f = prepare(a, sg, mg, keep);
+    f.score_mod_backward_src =
+        sg ? flex_codegen::generate_score_mod_backward(*sg->graph, needs)
+           : "__device__ __forceinline__ float score_mod_backward(float, int, int, int, int, "
+             "const FlexCaptured&, float grad, const FlexCapturedGrad&) { return grad; }\n";
+  } catch (const Error&) {
+    if (o.kernel == FlexKernel::Fused) throw;
+    return std::nullopt;
+  }
+  const Device dev = a.q.device();
+  const Tensor o_c = aligned(as_dtype(out, a.q.dtype()));
+  const Tensor go = aligned(as_dtype(grad_out, a.q.dtype()));
+  const Tensor lse_c = as_dtype(lse, DType::Float32).contiguous();
+  Tensor delta = empty({f.B, f.Hq, f.M}, {.dtype = DType::Float32, .device = dev});
+  Tensor dq = empty(a.q.sizes(), {.dtype = a.q.dtype(), .device = dev});
+  Tensor dk = empty(a.k.sizes(), {.dtype = a.k.dtype(), .device = dev});
+  Tensor dv = empty(a.v.sizes(), {.dtype = a.v.dtype(), .device = dev});
+  f.out = const_cast<void*>(o_c.raw_data());
+  f.grad_out = go.raw_data();
+  f.lse = static_cast<float*>(const_cast<void*>(lse_c.raw_data()));
+  f.delta = static_cast<float*>(delta.raw_data());
+  f.dq = dq.raw_data();
+  f.dk = dk.raw_data();
+  f.dv = dv.raw_data();
+  f.deterministic = o.deterministic;
+  // Gradient buffers (float32, or int64 fixed point) over contiguous captured tensors, so
+  // the forward's element offsets address both.
+  TensorList cap_grads;
+  TensorList contiguous_caps;
+  for (size_t i = 0; i < a.score_captured.size(); ++i) {
+    const Tensor c = a.score_captured[i].contiguous();
+    contiguous_caps.push_back(c);
+    Tensor g;
+    if (needs[i])
+      g = zeros(c.sizes(),
+                {.dtype = o.deterministic ? DType::Int64 : DType::Float32, .device = dev});
+    cap_grads.push_back(g);
+    f.captured_grad.push_back(g.defined() ? g.raw_data() : nullptr);
+  }
+  for (size_t i = 0; i < contiguous_caps.size(); ++i)
+    f.score_captured[i] = {contiguous_caps[i].raw_data(), contiguous_caps[i].sizes(),
+                           contiguous_caps[i].strides()};
+  cuda::flex_fused_backward(f);
+  TensorList res{dq, dk, dv};
+  for (size_t i = 0; i < cap_grads.size(); ++i) {
+    Tensor g = cap_grads[i];
+    if (g.defined() && o.deterministic) g = as_dtype(g, DType::Float64).mul_(1.0 / 4294967296.0);
+    res.push_back(g.defined() ? as_dtype(g, a.score_captured[i].dtype()) : Tensor());
+  }
+  return res;
 #endif
 }
 

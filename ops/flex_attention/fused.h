@@ -1,6 +1,5 @@
-// The fused CUDA forward of flex_attention: decides whether it applies (CUDA inputs,
-// generatable mods, supported shapes, no gradient recorded) and runs it. The backward
-// stays on the dense path, so calls that record a gradient take the dense forward.
+// The fused CUDA forward and backward of flex_attention: decide whether they apply (CUDA
+// inputs, generatable mods, supported dtypes and head dims) and run them.
 #pragma once
 #include <memory>
 #include <optional>
@@ -23,5 +22,17 @@ struct FlexGraphFn {
 // {out, lse} from the fused kernel, or nothing when the dense path should run (Auto and
 // the fused kernel does not apply). With FlexKernel::Fused, raises saying why it cannot.
 std::optional<TensorList> flex_try_fused_forward(const FlexArgs& a, FlexKernel kernel);
+
+struct FlexBackwardOptions {
+  FlexKernel kernel = FlexKernel::Auto;
+  bool deterministic = false;             // captured-tensor gradients without float atomics
+  std::vector<bool> captured_needs_grad;  // per score_mod captured tensor; empty: all floating
+};
+
+// {dq, dk, dv, d(score captured)...} (undefined where no gradient is needed) from the fused
+// backward kernels, or nothing when the dense path should run.
+std::optional<TensorList> flex_try_fused_backward(const FlexArgs& a, const Tensor& out,
+                                                  const Tensor& lse, const Tensor& grad_out,
+                                                  const FlexBackwardOptions& o);
 
 }  // namespace microflex

@@ -35,7 +35,7 @@ struct Case {
 };
 
 std::vector<Case> cases() {
-  const auto f32 = mf::DType::Float32, bf16 = mf::DType::BFloat16;
+  const auto f32 = mf::DType::Float32, bf16 = mf::DType::BFloat16, f16 = mf::DType::Float16;
   std::vector<double> sl{0.5, 0.25, 0.125, 0.0625};
   T slopes = mf::from_vector(sl).to(mf::Device::cuda());
   mf::ScoreMod alibi = [slopes](const T& s, const T&, const T& h, const T& q, const T& kv) {
@@ -69,6 +69,14 @@ std::vector<Case> cases() {
     c.push_back({"relative_bias", 1, 4, 4, 300, 300, 64, 64, dt, relbias, causal()});
     c.push_back({"gqa", 2, 4, 2, 97, 333, 64, 64, dt, {}, {}});
     c.push_back({"m_ne_n_tails", 1, 4, 4, 65, 1025, 128, 96, dt, {}, {}});
+  }
+  // Tensor-core kernels only: float16, and head dims past 128 or not multiples of 16.
+  for (auto dt : {bf16, f16}) {
+    c.push_back({"causal_f16_or_bf16", 1, 3, 3, 389, 389, 64, 64, dt, softcap, causal()});
+    c.push_back({"head_dim_80", 1, 2, 2, 300, 300, 80, 80, dt, {}, causal()});
+    c.push_back({"head_dim_72_dv_40", 1, 2, 2, 200, 250, 72, 40, dt, alibi, {}});
+    c.push_back({"head_dim_256", 1, 2, 2, 257, 257, 256, 256, dt, {}, causal()});
+    c.push_back({"head_dim_200_dv_256", 1, 2, 1, 130, 300, 200, 256, dt, {}, sliding});
   }
   return c;
 }
@@ -104,7 +112,8 @@ void expect_close_named(const T& got, const T& want, double rtol, const std::str
 class FlexFusedTest : public mftest::CudaTest {};
 
 // Tolerances: float32 1e-4 relative (both accumulate in float32, in different orders);
-// bfloat16 1e-2 (the outputs are rounded to bfloat16, 8 bits of mantissa).
+// bfloat16 1e-2 (the outputs are rounded to bfloat16, 8 bits of mantissa; the fused kernel
+// also rounds P to bfloat16 before P V); float16 1e-2 for the same P rounding (11 bits).
 TEST_F(FlexFusedTest, MatchesDense) {
   uint32_t seed = 100;
   for (const Case& c : cases()) {
@@ -112,6 +121,7 @@ TEST_F(FlexFusedTest, MatchesDense) {
     const T k = rnd({c.B, c.Hkv, c.N, c.D}, seed++, c.dtype);
     const T v = rnd({c.B, c.Hkv, c.N, c.Dv}, seed++, c.dtype);
     const double tol = c.dtype == mf::DType::Float32 ? 1e-4 : 1e-2;
+    if (c.dtype == mf::DType::Float32 && std::max(c.D, c.Dv) > 128) continue;
     const auto fused = run(c, q, k, v, mf::FlexKernel::Fused);
     const auto dense = run(c, q, k, v, mf::FlexKernel::Dense);
     const std::string what =
@@ -152,18 +162,20 @@ TEST_F(FlexFusedTest, FullyMaskedRows) {
   expect_close_named(r.out, dense.out, 1e-4, "masked_rows out");
 }
 
-// A gradient-recording call takes the dense forward even with Auto (the backward is dense).
-TEST_F(FlexFusedTest, GradUsesDense) {
+// Float32 has a fused forward but no fused backward: Auto falls back to the dense backward,
+// Fused says why it cannot run.
+TEST_F(FlexFusedTest, Float32BackwardIsDense) {
   T q = rnd({1, 2, 64, 64}, 4, mf::DType::Float32).requires_grad_();
   const T k = rnd({1, 2, 64, 64}, 5, mf::DType::Float32),
           v = rnd({1, 2, 64, 64}, 6, mf::DType::Float32);
   mf::FlexAttentionOptions o;
   o.kernel = mf::FlexKernel::Fused;
-  mftest::expect_error([&] { mf::flex_attention(q, k, v, o); },
-                       {"fused kernel cannot run", "gradient"});
-  o.kernel = mf::FlexKernel::Auto;
   T out = mf::flex_attention(q, k, v, o).out;
-  out.sum().backward();
+  mftest::expect_error([&] { out.sum().backward(); },
+                       {"fused backward kernel cannot run", "float32"});
+  o.kernel = mf::FlexKernel::Auto;
+  T out2 = mf::flex_attention(q, k, v, o).out;
+  out2.sum().backward();
   EXPECT_TRUE(q.grad().defined());
 }
 

@@ -1,0 +1,391 @@
+// flex_attention's tensor-core backward kernels for bf16 / fp16 inputs (FlashAttention-2
+// style, mma.sync), compiled at run time with NVRTC together with flex_common.cuh,
+// flex_mma.cuh and the generated score_mod, mask_mod and score_mod_backward:
+//   flex_bwd_delta  delta = rowsum(dO * O);
+//   flex_bwd_dq     one CTA per 128 query rows: dQ over the row's kv blocks (kv_indices);
+//   flex_bwd_dkdv   one CTA per 128-key kv block: dK, dV over its q blocks (q_indices),
+//                   for every query head of the GQA group; captured-tensor gradients.
+// Neither writes another CTA's output, so dQ, dK and dV are deterministic. Each warp owns
+// 16 rows (queries or keys); Note [Flex tensor-core fragments] in flex_mma.cuh.
+#include "flex_common.cuh"
+#include "flex_mma.cuh"
+
+#define MF_WARPS 8
+#define MF_THREADS 256
+#define MF_BM 128  // rows per CTA: 8 warps x 16
+#define MF_BN 64   // streamed tile: keys (dq) or queries (dkdv)
+#define MF_DP ((MF_D + 15) / 16 * 16)
+#define MF_DVP ((MF_DV + 15) / 16 * 16)
+#define MF_QLD (MF_DP + 8)
+#define MF_VLD (MF_DVP + 8)
+#define MF_LOG2E 1.4426950408889634f
+#define MF_POS_INF __int_as_float(0x7f800000)
+
+// Shared memory of each kernel: two resident [128, *] tiles and two stages of two streamed
+// [64, *] tiles (+ lse and delta per streamed row for dkdv).
+#define MF_DQ_SMEM_BYTES ((MF_BM * (MF_QLD + MF_VLD) + 2 * MF_BN * (MF_QLD + MF_VLD)) * 2)
+#define MF_DKDV_SMEM_BYTES (MF_DQ_SMEM_BYTES + 2 * 2 * MF_BN * 4)
+
+// Captured-tensor gradients: float atomics, or with `deterministic` 32.32 fixed point in
+// int64 (integer addition is associative, so the sum does not depend on the order; the
+// launcher converts back). Null slots need no gradient.
+__device__ __forceinline__ void mf_grad_add(const FlexCapturedGrad& g, int slot, long long off,
+                                            float v) {
+  float* p = g.data[slot];
+  if (p == nullptr) return;
+  if (g.deterministic) {
+    const long long fx = __double2ll_rn(static_cast<double>(v) * 4294967296.0);
+    atomicAdd(reinterpret_cast<unsigned long long*>(p) + off, static_cast<unsigned long long>(fx));
+  } else {
+    atomicAdd(p + off, v);
+  }
+}
+
+#include "flex_mods_bwd.cuh"
+
+// c[nt] = A_rows @ B^T for this warp: A [16 rows of a_s, K cols], B [MF_BN rows of b_s, K
+// cols], both row-major in shared memory (the S = Q K^T shape).
+template <int KP, int LDA, int LDB>
+__device__ __forceinline__ void mf_mm_abt(float (&c)[MF_BN / 8][4], const unsigned short* a_s,
+                                          const unsigned short* b_s, int lane) {
+#pragma unroll
+  for (int nt = 0; nt < MF_BN / 8; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) c[nt][e] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < KP / 16; ++kk) {
+    unsigned a[4];
+    mf_ldmatrix_x4(a, a_s + (lane % 16) * LDA + kk * 16 + (lane / 16) * 8);
+#pragma unroll
+    for (int np = 0; np < MF_BN / 16; ++np) {
+      unsigned bf[4];
+      mf_ldmatrix_x4(bf, b_s + (np * 16 + (lane / 16) * 8 + lane % 8) * LDB + kk * 16 +
+                             ((lane / 8) & 1) * 8);
+      mf_mma(c[2 * np], a, bf[0], bf[1]);
+      mf_mma(c[2 * np + 1], a, bf[2], bf[3]);
+    }
+  }
+}
+
+// acc[dn] += P @ B for this warp: P [16, MF_BN] in C fragments (re-packed to 16-bit), B
+// [MF_BN rows of b_s, NP cols] row-major in shared memory (the O += P V shape).
+template <int NP, int LDB>
+__device__ __forceinline__ void mf_mm_pb(float (&acc)[NP / 8][4], const float (&p)[MF_BN / 8][4],
+                                         const unsigned short* b_s, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < MF_BN / 16; ++kk) {
+    unsigned a[4];
+    a[0] = mf_pack2(p[2 * kk][0], p[2 * kk][1]);
+    a[1] = mf_pack2(p[2 * kk][2], p[2 * kk][3]);
+    a[2] = mf_pack2(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+    a[3] = mf_pack2(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+#pragma unroll
+    for (int dp = 0; dp < NP / 16; ++dp) {
+      unsigned bf[4];
+      mf_ldmatrix_x4_trans(bf, b_s + (kk * 16 + ((lane / 8) & 1) * 8 + lane % 8) * LDB + dp * 16 +
+                                   (lane / 16) * 8);
+      mf_mma(acc[2 * dp], a, bf[0], bf[1]);
+      mf_mma(acc[2 * dp + 1], a, bf[2], bf[3]);
+    }
+  }
+}
+
+// One score element's backward: p = softmax probability, returns d(loss)/d(q.k) (the
+// scale included), 0 where masked or out of range. lse2 = lse * log2(e) (+inf for rows
+// that attend to nothing).
+__device__ __forceinline__ float mf_bwd_elem(float s, float dp, float lse2, float delta, bool ok,
+                                             bool partial, int b, int h, int q, int kv,
+                                             float scale, const FlexCaptured& score_cap,
+                                             const FlexCaptured& mask_cap,
+                                             const FlexCapturedGrad& gcap, float& p) {
+  p = 0.0f;
+  if (!ok || (partial && !mask_mod(b, h, q, kv, mask_cap))) return 0.0f;
+  const float x = score_mod(s * scale, b, h, q, kv, score_cap);
+  p = exp2f(x * MF_LOG2E - lse2);
+  if (p == 0.0f) return 0.0f;
+  return score_mod_backward(s * scale, b, h, q, kv, score_cap, p * (dp - delta), gcap) * scale;
+}
+
+// Stores a warp's [16, NP] float accumulator rows (row0, row0 + 8 per lane) to a
+// [*, COLS] row-major 16-bit matrix, skipping rows at or past `rows`.
+template <int NP, int COLS>
+__device__ __forceinline__ void mf_store_rows(unsigned short* dst, const float (&acc)[NP / 8][4],
+                                              int row0, int rows, int t4) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row0 + r * 8;
+    if (row >= rows) continue;
+#pragma unroll
+    for (int dn = 0; dn < NP / 8; ++dn) {
+      const int col = dn * 8 + 2 * t4;
+      if (col < COLS)
+        *reinterpret_cast<unsigned*>(dst + (long long)row * COLS + col) =
+            mf_pack2(acc[dn][2 * r], acc[dn][2 * r + 1]);
+    }
+  }
+}
+
+// delta[row] = sum_d dO[row, d] * O[row, d] in float32, one warp per row; rows = B Hq M.
+extern "C" __global__ void __launch_bounds__(256)
+    flex_bwd_delta(const mf_in_t* __restrict__ o, const mf_in_t* __restrict__ dout,
+                   float* __restrict__ delta, long long rows) {
+  const long long row = (long long)blockIdx.x * 8 + threadIdx.x / 32;
+  if (row >= rows) return;
+  float sum = 0.0f;
+  for (int d = threadIdx.x % 32; d < MF_DV; d += 32)
+    sum += mf_in_load(o, row * MF_DV + d) * mf_in_load(dout, row * MF_DV + d);
+#pragma unroll
+  for (int w = 16; w > 0; w /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, w);
+  if (threadIdx.x % 32 == 0) delta[row] = sum;
+}
+
+// dQ for 128 query rows of (b, h): walks the kv blocks of the BlockMask row like the
+// forward (partial ones with mask_mod, then full ones), recomputing P from lse.
+extern "C" __global__ void __launch_bounds__(MF_THREADS)
+    flex_bwd_dq(const mf_in_t* __restrict__ q, const mf_in_t* __restrict__ k,
+                const mf_in_t* __restrict__ v, const mf_in_t* __restrict__ dout,
+                const float* __restrict__ lse, const float* __restrict__ delta,
+                mf_in_t* __restrict__ dq, int Hq, int Hkv, int M, int N, float scale,
+                const int* kv_num, const int* kv_idx, const int* full_num, const int* full_idx,
+                int mask_b, int mask_h, int Mb, int Nb, FlexCaptured score_cap,
+                FlexCaptured mask_cap) {
+  extern __shared__ __align__(16) unsigned short mf_smem[];
+  unsigned short* q_s = mf_smem;                     // [BM][QLD]
+  unsigned short* do_s = q_s + MF_BM * MF_QLD;       // [BM][VLD]
+  unsigned short* k_s = do_s + MF_BM * MF_VLD;       // [2][BN][QLD]
+  unsigned short* v_s = k_s + 2 * MF_BN * MF_QLD;    // [2][BN][VLD]
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int b = blockIdx.z, h = blockIdx.y, hk = h / (Hq / Hkv);
+  const int m0 = (gridDim.x - 1 - blockIdx.x) * MF_BM;
+  const long long qrow0 = ((long long)b * Hq + h) * M;
+  const unsigned short* qg = reinterpret_cast<const unsigned short*>(q) + qrow0 * MF_D;
+  const unsigned short* dog = reinterpret_cast<const unsigned short*>(dout) + qrow0 * MF_DV;
+  const unsigned short* kg = reinterpret_cast<const unsigned short*>(k) + ((long long)b * Hkv + hk) * N * MF_D;
+  const unsigned short* vg = reinterpret_cast<const unsigned short*>(v) + ((long long)b * Hkv + hk) * N * MF_DV;
+  const FlexCapturedGrad no_grad{};
+
+  if (MF_DP != MF_D || MF_DVP != MF_DV) {
+    for (int i = tid; i < MF_BM + 2 * MF_BN; i += MF_THREADS) {
+      unsigned short* qr = i < MF_BM ? q_s + i * MF_QLD : k_s + (i - MF_BM) * MF_QLD;
+      unsigned short* vr = i < MF_BM ? do_s + i * MF_VLD : v_s + (i - MF_BM) * MF_VLD;
+      for (int c = MF_D; c < MF_DP; ++c) qr[c] = 0;
+      for (int c = MF_DV; c < MF_DVP; ++c) vr[c] = 0;
+    }
+  }
+  mf_load_tile<MF_BM, MF_D, MF_QLD, MF_THREADS>(q_s, qg, m0, M, tid);
+  mf_load_tile<MF_BM, MF_DV, MF_VLD, MF_THREADS>(do_s, dog, m0, M, tid);
+
+  const long long mrow = mf_mask_row(b, h, mask_b, mask_h, Mb, m0 / MF_Q_BLOCK);
+  const int nkv_blocks = (N + MF_KV_BLOCK - 1) / MF_KV_BLOCK;
+  const int n_partial = kv_num == nullptr ? 0 : kv_num[mrow];
+  const int n_full = kv_num == nullptr ? nkv_blocks : full_num[mrow];
+  constexpr int TPB = MF_KV_BLOCK / MF_BN;
+  const int n_tiles = (n_partial + n_full) * TPB;
+  auto tile_start = [&](int i) {
+    const int j = i / TPB;
+    int blk = j;
+    if (kv_num != nullptr) blk = j < n_partial ? kv_idx[mrow * Nb + j] : full_idx[mrow * Nb + j - n_partial];
+    return blk * MF_KV_BLOCK + (i % TPB) * MF_BN;
+  };
+  int n0_next = n_tiles > 0 ? tile_start(0) : 0;
+  if (n_tiles > 0) {
+    mf_load_tile<MF_BN, MF_D, MF_QLD, MF_THREADS>(k_s, kg, n0_next, N, tid);
+    mf_load_tile<MF_BN, MF_DV, MF_VLD, MF_THREADS>(v_s, vg, n0_next, N, tid);
+  }
+  mf_cp_async_commit();
+
+  // This lane's two rows: lse (base 2) and delta.
+  float lse2[2], dlt[2];
+  int rows[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    rows[r] = m0 + warp * 16 + g + r * 8;
+    const float l = rows[r] < M ? lse[qrow0 + rows[r]] : MF_NEG_INF;
+    lse2[r] = l == MF_NEG_INF ? MF_POS_INF : l * MF_LOG2E;
+    dlt[r] = rows[r] < M ? delta[qrow0 + rows[r]] : 0.0f;
+  }
+  float acc[MF_DP / 8][4];
+#pragma unroll
+  for (int dn = 0; dn < MF_DP / 8; ++dn)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[dn][e] = 0.0f;
+
+  for (int i = 0; i < n_tiles; ++i) {
+    const int n0 = n0_next;
+    const bool partial = i / TPB < n_partial;
+    const int stage = i & 1;
+    if (i + 1 < n_tiles) {
+      n0_next = tile_start(i + 1);
+      mf_load_tile<MF_BN, MF_D, MF_QLD, MF_THREADS>(k_s + (stage ^ 1) * MF_BN * MF_QLD, kg, n0_next, N, tid);
+      mf_load_tile<MF_BN, MF_DV, MF_VLD, MF_THREADS>(v_s + (stage ^ 1) * MF_BN * MF_VLD, vg, n0_next, N, tid);
+      mf_cp_async_commit();
+      mf_cp_async_wait<1>();
+    } else {
+      mf_cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (n0 < N) {
+      const unsigned short* ks = k_s + stage * MF_BN * MF_QLD;
+      const unsigned short* vs = v_s + stage * MF_BN * MF_VLD;
+      float s[MF_BN / 8][4], dp[MF_BN / 8][4];
+      mf_mm_abt<MF_DP, MF_QLD, MF_QLD>(s, q_s + warp * 16 * MF_QLD, ks, lane);
+      mf_mm_abt<MF_DVP, MF_VLD, MF_VLD>(dp, do_s + warp * 16 * MF_VLD, vs, lane);
+#pragma unroll
+      for (int nt = 0; nt < MF_BN / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int r = e / 2, kv = n0 + nt * 8 + 2 * t4 + (e & 1);
+          float p;
+          s[nt][e] = mf_bwd_elem(s[nt][e], dp[nt][e], lse2[r], dlt[r], rows[r] < M && kv < N,
+                                 partial, b, h, rows[r], kv, scale, score_cap, mask_cap, no_grad, p);
+        }
+      mf_mm_pb<MF_DP, MF_QLD>(acc, s, ks, lane);
+    }
+    __syncthreads();
+  }
+  mf_cp_async_wait<0>();
+  mf_store_rows<MF_DP, MF_D>(reinterpret_cast<unsigned short*>(dq) + qrow0 * MF_D, acc,
+                             m0 + warp * 16 + g, M, t4);
+}
+
+// dK and dV for one kv block of 128 keys of (b, kv head hk): for each query head of the
+// group, walks the q blocks of the transposed BlockMask row (q_indices: partial, with
+// mask_mod; full_q_indices: full), recomputing P from lse. Captured-tensor gradients are
+// accumulated here (each score element is visited once).
+extern "C" __global__ void __launch_bounds__(MF_THREADS)
+    flex_bwd_dkdv(const mf_in_t* __restrict__ q, const mf_in_t* __restrict__ k,
+                  const mf_in_t* __restrict__ v, const mf_in_t* __restrict__ dout,
+                  const float* __restrict__ lse, const float* __restrict__ delta,
+                  mf_in_t* __restrict__ dk, mf_in_t* __restrict__ dv, int Hq, int Hkv, int M,
+                  int N, float scale, const int* q_num, const int* q_idx, const int* full_num,
+                  const int* full_idx, int mask_b, int mask_h, int Mb, int Nb,
+                  FlexCaptured score_cap, FlexCaptured mask_cap, FlexCapturedGrad gcap) {
+  extern __shared__ __align__(16) unsigned short mf_smem[];
+  unsigned short* k_s = mf_smem;                     // [BM][QLD]
+  unsigned short* v_s = k_s + MF_BM * MF_QLD;        // [BM][VLD]
+  unsigned short* q_s = v_s + MF_BM * MF_VLD;        // [2][BN][QLD]
+  unsigned short* do_s = q_s + 2 * MF_BN * MF_QLD;   // [2][BN][VLD]
+  float* lse_s = reinterpret_cast<float*>(do_s + 2 * MF_BN * MF_VLD);  // [2][BN], base 2
+  float* dlt_s = lse_s + 2 * MF_BN;                                     // [2][BN]
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int b = blockIdx.z, hk = blockIdx.y, group = Hq / Hkv;
+  const int n0 = blockIdx.x * MF_BM, nblk = blockIdx.x;
+  const long long krow0 = ((long long)b * Hkv + hk) * N;
+  const unsigned short* kg = reinterpret_cast<const unsigned short*>(k) + krow0 * MF_D;
+  const unsigned short* vg = reinterpret_cast<const unsigned short*>(v) + krow0 * MF_DV;
+
+  if (MF_DP != MF_D || MF_DVP != MF_DV) {
+    for (int i = tid; i < MF_BM + 2 * MF_BN; i += MF_THREADS) {
+      unsigned short* kr = i < MF_BM ? k_s + i * MF_QLD : q_s + (i - MF_BM) * MF_QLD;
+      unsigned short* vr = i < MF_BM ? v_s + i * MF_VLD : do_s + (i - MF_BM) * MF_VLD;
+      for (int c = MF_D; c < MF_DP; ++c) kr[c] = 0;
+      for (int c = MF_DV; c < MF_DVP; ++c) vr[c] = 0;
+    }
+  }
+  mf_load_tile<MF_BM, MF_D, MF_QLD, MF_THREADS>(k_s, kg, n0, N, tid);
+  mf_load_tile<MF_BM, MF_DV, MF_VLD, MF_THREADS>(v_s, vg, n0, N, tid);
+
+  // Tiles over (query head of the group, q block, half of it): h-major.
+  const int nq_blocks = (M + MF_Q_BLOCK - 1) / MF_Q_BLOCK;
+  constexpr int TPB = MF_Q_BLOCK / MF_BN;
+  auto counts = [&](int hh, int& np, int& nf, long long& row) {
+    row = ((long long)(mask_b == 1 ? 0 : b) * mask_h + (mask_h == 1 ? 0 : hh)) * Nb + nblk;
+    np = q_num == nullptr ? 0 : q_num[row];
+    nf = q_num == nullptr ? nq_blocks : full_num[row];
+  };
+  // Visits tiles in order; `next` advances (hh, j, half) and says whether one remains.
+  int cur_h = hk * group, cur_j = 0, cur_half = 0, np = 0, nf = 0;
+  long long mrow = 0;
+  counts(cur_h, np, nf, mrow);
+  auto valid = [&]() {
+    while (cur_h < (hk + 1) * group && cur_j >= np + nf) {
+      if (++cur_h < (hk + 1) * group) counts(cur_h, np, nf, mrow), cur_j = 0, cur_half = 0;
+    }
+    return cur_h < (hk + 1) * group;
+  };
+  auto tile_m0 = [&]() {
+    int blk = cur_j;
+    if (q_num != nullptr) blk = cur_j < np ? q_idx[mrow * Mb + cur_j] : full_idx[mrow * Mb + cur_j - np];
+    return blk * MF_Q_BLOCK + cur_half * MF_BN;
+  };
+  auto advance = [&]() {
+    if (++cur_half == TPB) cur_half = 0, ++cur_j;
+  };
+  auto load = [&](int stage, int hh, int m0) {
+    const long long qrow0 = ((long long)b * Hq + hh) * M;
+    mf_load_tile<MF_BN, MF_D, MF_QLD, MF_THREADS>(q_s + stage * MF_BN * MF_QLD,
+                                                  reinterpret_cast<const unsigned short*>(q) + qrow0 * MF_D, m0, M, tid);
+    mf_load_tile<MF_BN, MF_DV, MF_VLD, MF_THREADS>(do_s + stage * MF_BN * MF_VLD,
+                                                   reinterpret_cast<const unsigned short*>(dout) + qrow0 * MF_DV, m0, M, tid);
+    for (int i = tid; i < MF_BN; i += MF_THREADS) {
+      const int row = m0 + i;
+      const float l = row < M ? lse[qrow0 + row] : MF_NEG_INF;
+      lse_s[stage * MF_BN + i] = l == MF_NEG_INF ? MF_POS_INF : l * MF_LOG2E;
+      dlt_s[stage * MF_BN + i] = row < M ? delta[qrow0 + row] : 0.0f;
+    }
+  };
+
+  bool have = valid();
+  int t_h = cur_h, t_m0 = have ? tile_m0() : 0;
+  bool t_partial = cur_j < np;
+  if (have) load(0, t_h, t_m0);
+  mf_cp_async_commit();
+
+  float dk_acc[MF_DP / 8][4], dv_acc[MF_DVP / 8][4];
+#pragma unroll
+  for (int dn = 0; dn < MF_DP / 8; ++dn)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk_acc[dn][e] = 0.0f;
+#pragma unroll
+  for (int dn = 0; dn < MF_DVP / 8; ++dn)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dv_acc[dn][e] = 0.0f;
+  int keys[2];
+  keys[0] = n0 + warp * 16 + g;
+  keys[1] = keys[0] + 8;
+
+  for (int stage = 0; have; stage ^= 1) {
+    const int h = t_h, m0 = t_m0;
+    const bool partial = t_partial;
+    advance();
+    have = valid();
+    if (have) {
+      t_h = cur_h, t_m0 = tile_m0(), t_partial = cur_j < np;
+      load(stage ^ 1, t_h, t_m0);
+      mf_cp_async_commit();
+      mf_cp_async_wait<1>();
+    } else {
+      mf_cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (m0 < M) {
+      const unsigned short* qs = q_s + stage * MF_BN * MF_QLD;
+      const unsigned short* dos = do_s + stage * MF_BN * MF_VLD;
+      const float* ls = lse_s + stage * MF_BN;
+      const float* ds = dlt_s + stage * MF_BN;
+      // S^T = K Q^T and dP^T = V dO^T: rows are this warp's keys, columns the tile's queries.
+      float s[MF_BN / 8][4], dp[MF_BN / 8][4];
+      mf_mm_abt<MF_DP, MF_QLD, MF_QLD>(s, k_s + warp * 16 * MF_QLD, qs, lane);
+      mf_mm_abt<MF_DVP, MF_VLD, MF_VLD>(dp, v_s + warp * 16 * MF_VLD, dos, lane);
+#pragma unroll
+      for (int nt = 0; nt < MF_BN / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = nt * 8 + 2 * t4 + (e & 1), row = m0 + col, key = keys[e / 2];
+          float p;
+          const float d = mf_bwd_elem(s[nt][e], dp[nt][e], ls[col], ds[col], row < M && key < N,
+                                      partial, b, h, row, key, scale, score_cap, mask_cap, gcap, p);
+          s[nt][e] = p;
+          dp[nt][e] = d;
+        }
+      mf_mm_pb<MF_DVP, MF_VLD>(dv_acc, s, dos, lane);   // dV += P^T dO
+      mf_mm_pb<MF_DP, MF_QLD>(dk_acc, dp, qs, lane);    // dK += dS^T Q
+    }
+    __syncthreads();
+  }
+  mf_cp_async_wait<0>();
+  mf_store_rows<MF_DP, MF_D>(reinterpret_cast<unsigned short*>(dk) + krow0 * MF_D, dk_acc,
+                             keys[0], N, t4);
+  mf_store_rows<MF_DVP, MF_DV>(reinterpret_cast<unsigned short*>(dv) + krow0 * MF_DV, dv_acc,
+                               keys[0], N, t4);
+}

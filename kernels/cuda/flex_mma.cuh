@@ -1,0 +1,85 @@
+// Tensor-core building blocks of flex_attention's fused kernels (sm_80 and later): cp.async
+// tile loads into padded shared memory, ldmatrix fragment loads, mma.sync m16n8k16 with
+// float32 accumulation, and bf16/fp16 packing. Inline PTX only (NVRTC, no CUDA headers).
+#pragma once
+
+// Note [Flex tensor-core fragments]
+// mma.sync m16n8k16 (PTX ISA, "Matrix Fragments for mma.m16n8k16"); lane = 4 g + t:
+//   A 16x16 (row-major):  a0 (g, 2t..2t+1)  a1 (g+8, 2t..)  a2 (g, 2t+8..)  a3 (g+8, 2t+8..)
+//   B 16x8  (k x n):      b0 (k 2t..2t+1, n g)  b1 (k 2t+8.., n g)
+//   C 16x8  (float):      c0 c1 (g, 2t..2t+1)  c2 c3 (g+8, 2t..2t+1)
+// so a C tile pair (n 0-7 and 8-15) re-packed to 16-bit is the A fragment of the next
+// product (P in P @ V) without touching shared memory. Shared tiles are row-major with
+// rows padded by 8 elements (16 bytes): the 8 row addresses of one ldmatrix then fall in
+// distinct bank groups.
+
+__device__ __forceinline__ unsigned mf_smem_addr(const void* p) {
+  unsigned r;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+  return r;
+}
+
+// 16 bytes global -> shared; zero-fills when !valid (src is then not read).
+__device__ __forceinline__ void mf_cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(mf_smem_addr(dst)),
+               "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void mf_cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void mf_cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void mf_ldmatrix_x4(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(mf_smem_addr(p)));
+}
+__device__ __forceinline__ void mf_ldmatrix_x4_trans(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(mf_smem_addr(p)));
+}
+
+// c += a @ b for one 16x8x16 tile; MF_IN selects bf16 (2) or fp16 (1) operands.
+__device__ __forceinline__ void mf_mma(float (&c)[4], const unsigned (&a)[4], unsigned b0,
+                                       unsigned b1) {
+#if MF_IN == 1
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+// Two floats as one 16-bit pair of the input type, lo in the low half.
+__device__ __forceinline__ unsigned mf_pack2(float lo, float hi) {
+  unsigned r;
+#if MF_IN == 1
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+#else
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+#endif
+  return r;
+}
+
+// Loads rows [r0, r0 + ROWS) of a [*, COLS] row-major matrix (COLS a multiple of 8 16-bit
+// elements) into a shared tile with row stride LD, zero-filling rows at or past `rows`.
+template <int ROWS, int COLS, int LD, int THREADS>
+__device__ __forceinline__ void mf_load_tile(unsigned short* dst, const unsigned short* src,
+                                             long long r0, long long rows, int tid) {
+  constexpr int CH = COLS / 8;  // 16-byte chunks per row
+#pragma unroll
+  for (int i = tid; i < ROWS * CH; i += THREADS) {
+    const int r = i / CH, c = i % CH;
+    const bool ok = r0 + r < rows;
+    mf_cp_async16(dst + r * LD + c * 8, src + ((ok ? r0 + r : 0) * COLS + c * 8), ok);
+  }
+}

@@ -1,0 +1,241 @@
+// The fused CUDA backward of flex_attention (dQ, dK, dV and captured-tensor gradients)
+// against the dense path's autograd on the same GPU inputs, the deterministic option, and
+// the memory bound at 64k tokens (no [M, N] intermediate).
+#include <cmath>
+#include <random>
+
+#include "cuda_test_util.h"
+#include "microflex/microflex.h"
+#include "ops/flex_attention/flex_attention.h"
+
+namespace mf = microflex;
+using T = mf::Tensor;
+
+namespace {
+
+T rnd(const mf::Shape& s, uint32_t seed, mf::DType dt, double sd = 1.0) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> n(0.0, sd);
+  std::vector<double> v(static_cast<size_t>(mf::shape_numel(s)));
+  for (auto& x : v) x = n(gen);
+  return mf::from_vector(v, s).to(dt).to(mf::Device::cuda());
+}
+
+mf::MaskMod causal() {
+  return [](const T&, const T&, const T& q, const T& kv) { return q >= kv; };
+}
+
+// A per-(b, h) random mask: each 128 x 128 block is empty, full or random per element,
+// so the BlockMask has all three kinds of blocks and differs across B and H.
+T random_mask_table(int64_t B, int64_t H, int64_t M, int64_t N, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  const int64_t Mb = (M + 127) / 128, Nb = (N + 127) / 128;
+  std::vector<double> kind(static_cast<size_t>(B * H * Mb * Nb));
+  for (auto& k : kind) k = u(gen);
+  std::vector<int64_t> t(static_cast<size_t>(B * H * M * N));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+          const double k = kind[static_cast<size_t>(((b * H + h) * Mb + i / 128) * Nb + j / 128)];
+          const bool on = k < 0.3 ? false : k < 0.6 ? true : u(gen) < 0.5;
+          t[static_cast<size_t>(((b * H + h) * M + i) * N + j)] = on || j == 0;
+        }
+  return mf::from_vector(t, {B, H, M, N}, {.dtype = mf::DType::Int32})
+      .to(mf::DType::Bool)
+      .to(mf::Device::cuda());
+}
+
+struct Case {
+  const char* name;
+  int64_t B, Hq, Hkv, M, N, D, Dv;
+  mf::ScoreMod score_mod;
+  mf::MaskMod mask_mod;  // empty: no BlockMask
+  int64_t mask_b = 1, mask_h = 1;
+  T learnable;  // a captured tensor whose gradient is compared, or undefined
+};
+
+std::vector<Case> cases() {
+  std::vector<Case> c;
+  T slopes = mf::abs(rnd({4}, 11, mf::DType::Float32, 0.3)).requires_grad_();
+  mf::ScoreMod alibi = [slopes](const T& s, const T&, const T& h, const T& q, const T& kv) {
+    return s + slopes.index({h}) * (kv - q);
+  };
+  const int64_t N = 300;
+  T bias = rnd({2 * N + 1}, 12, mf::DType::Float32, 0.5).requires_grad_();
+  mf::ScoreMod relbias = [bias, N](const T& s, const T&, const T&, const T& q, const T& kv) {
+    return s + bias.index({q - kv + N});
+  };
+  T hbias = rnd({4, 200, 250}, 13, mf::DType::Float32, 0.5).requires_grad_();
+  mf::ScoreMod fullbias = [hbias](const T& s, const T&, const T& h, const T& q, const T& kv) {
+    return s + hbias.index({h, q, kv});
+  };
+  mf::ScoreMod softcap = [](const T& s, const T&, const T&, const T&, const T&) {
+    return mf::tanh(s / 30.0) * 30.0;
+  };
+  mf::MaskMod sliding = [](const T&, const T&, const T& q, const T& kv) {
+    return mf::logical_and(q >= kv, (q - kv) <= 40);
+  };
+  std::vector<int64_t> docs;
+  for (int64_t i = 0; i < 300; ++i) docs.push_back(i < 70 ? 0 : i < 200 ? 1 : 2);
+  T doc = mf::from_vector(docs, {300}, {.dtype = mf::DType::Int32}).to(mf::Device::cuda());
+  mf::MaskMod document = [doc](const T&, const T&, const T& q, const T& kv) {
+    return doc.index({q}) == doc.index({kv});
+  };
+  T table = random_mask_table(2, 3, 300, 333, 14);
+  mf::MaskMod random_blocks = [table](const T& b, const T& h, const T& q, const T& kv) {
+    return table.index({b, h, q, kv});
+  };
+  c.push_back({"full", 2, 4, 4, 200, 200, 64, 64, {}, {}});
+  c.push_back({"causal", 1, 4, 4, 389, 389, 128, 128, {}, causal()});
+  c.push_back({"sliding_window", 1, 4, 4, 300, 300, 64, 64, {}, sliding});
+  c.push_back({"softcap", 2, 2, 2, 130, 190, 128, 64, softcap, {}});
+  c.push_back({"document", 1, 4, 4, 300, 300, 64, 32, {}, document});
+  c.push_back({"alibi_learnable", 1, 4, 4, 257, 257, 64, 64, alibi, causal(), 1, 1, slopes});
+  c.push_back(
+      {"relative_bias_learnable", 1, 4, 4, 300, 300, 64, 64, relbias, causal(), 1, 1, bias});
+  c.push_back({"full_bias_learnable", 1, 4, 4, 200, 250, 64, 64, fullbias, {}, 1, 1, hbias});
+  c.push_back({"gqa", 2, 4, 2, 97, 333, 64, 64, {}, causal()});
+  c.push_back({"m_ne_n_tails", 1, 2, 2, 65, 1025, 128, 96, {}, {}});
+  c.push_back({"head_dim_80", 1, 2, 2, 300, 300, 80, 80, softcap, causal()});
+  c.push_back({"head_dim_72_dv_40", 1, 2, 2, 200, 250, 72, 40, {}, {}});
+  c.push_back({"random_blocks_per_b_h", 2, 3, 3, 300, 333, 64, 64, {}, random_blocks, 2, 3});
+  return c;
+}
+
+struct Grads {
+  T out, dq, dk, dv, dlearn;
+};
+
+Grads run(const Case& c, const T& q0, const T& k0, const T& v0, const T& go, mf::FlexKernel kern,
+          bool deterministic = false) {
+  T q = q0.detach().requires_grad_(), k = k0.detach().requires_grad_(),
+    v = v0.detach().requires_grad_();
+  if (c.learnable.defined()) T(c.learnable).zero_grad();
+  mf::FlexAttentionOptions o;
+  o.score_mod = c.score_mod;
+  if (c.mask_mod)
+    o.block_mask =
+        mf::create_block_mask(c.mask_mod, c.mask_b, c.mask_h, c.M, c.N, mf::Device::cuda());
+  o.enable_gqa = c.Hq != c.Hkv;
+  o.kernel = kern;
+  o.deterministic = deterministic;
+  T out = mf::flex_attention(q, k, v, o).out;
+  out.backward(go);
+  Grads g{out, q.grad(), k.grad(), v.grad(), {}};
+  if (c.learnable.defined()) g.dlearn = c.learnable.grad().clone();
+  return g;
+}
+
+// ||got - want|| / ||want|| over all elements, in float64.
+double rel_error(const T& got, const T& want) {
+  const auto g = got.to(mf::Device::cpu()).to_vector<double>();
+  const auto w = want.to(mf::Device::cpu()).to_vector<double>();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double d = g[i] - w[i];
+    num += std::isfinite(d) ? d * d : 1e300;
+    den += w[i] * w[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+class FlexFusedBackwardTest : public mftest::CudaTest {};
+
+// Tolerance, relative in the 2-norm: bfloat16 1e-2 (8-bit mantissa: besides the rounded
+// inputs and outputs, the fused kernels round P and dS to bfloat16 before their products,
+// as FlashAttention does); float16 2e-3 (11-bit mantissa, the same roundings). The dense
+// path computes in float32 and rounds only the results.
+TEST_F(FlexFusedBackwardTest, MatchesDense) {
+  uint32_t seed = 500;
+  for (const Case& c : cases()) {
+    for (auto dt : {mf::DType::BFloat16, mf::DType::Float16}) {
+      const T q = rnd({c.B, c.Hq, c.M, c.D}, seed++, dt);
+      const T k = rnd({c.B, c.Hkv, c.N, c.D}, seed++, dt);
+      const T v = rnd({c.B, c.Hkv, c.N, c.Dv}, seed++, dt);
+      const T go = rnd({c.B, c.Hq, c.M, c.Dv}, seed++, dt);
+      const double tol = dt == mf::DType::BFloat16 ? 1e-2 : 2e-3;
+      const Grads f = run(c, q, k, v, go, mf::FlexKernel::Fused);
+      const Grads d = run(c, q, k, v, go, mf::FlexKernel::Dense);
+      const std::string what = std::string(c.name) + " " + mf::dtype_name(dt);
+      EXPECT_LT(rel_error(f.out, d.out), tol) << what << " out";
+      EXPECT_LT(rel_error(f.dq, d.dq), tol) << what << " dq";
+      EXPECT_LT(rel_error(f.dk, d.dk), tol) << what << " dk";
+      EXPECT_LT(rel_error(f.dv, d.dv), tol) << what << " dv";
+      if (c.learnable.defined()) {
+        ASSERT_TRUE(f.dlearn.defined()) << what;
+        EXPECT_LT(rel_error(f.dlearn, d.dlearn), tol) << what << " d(captured)";
+      }
+    }
+  }
+}
+
+// With `deterministic`, captured-tensor gradients are bitwise equal across runs (fixed-point
+// sums) and still match the dense path.
+TEST_F(FlexFusedBackwardTest, DeterministicCapturedGrads) {
+  const Case c = cases()[6];  // relative_bias_learnable
+  ASSERT_STREQ(c.name, "relative_bias_learnable");
+  const auto dt = mf::DType::BFloat16;
+  const T q = rnd({c.B, c.Hq, c.M, c.D}, 1, dt), k = rnd({c.B, c.Hkv, c.N, c.D}, 2, dt),
+          v = rnd({c.B, c.Hkv, c.N, c.Dv}, 3, dt), go = rnd({c.B, c.Hq, c.M, c.Dv}, 4, dt);
+  const Grads a = run(c, q, k, v, go, mf::FlexKernel::Fused, true);
+  const Grads b = run(c, q, k, v, go, mf::FlexKernel::Fused, true);
+  const Grads d = run(c, q, k, v, go, mf::FlexKernel::Dense);
+  EXPECT_EQ(a.dlearn.to(mf::Device::cpu()).to_vector<float>(),
+            b.dlearn.to(mf::Device::cpu()).to_vector<float>());
+  EXPECT_EQ(a.dq.to(mf::Device::cpu()).to_vector<float>(),
+            b.dq.to(mf::Device::cpu()).to_vector<float>());
+  EXPECT_LT(rel_error(a.dlearn, d.dlearn), 1e-2);
+}
+
+// B=1, H=16, M=N=65536, D=128 bf16, causal: forward and backward take under 64 MB of device
+// memory beyond the inputs, outputs and gradients (no [M, N] scores anywhere).
+TEST_F(FlexFusedBackwardTest, LargeSequenceMemory) {
+  const int64_t H = 16, S = 65536, D = 128;
+  const auto dt = mf::DType::BFloat16;
+  const mf::Device dev = mf::Device::cuda();
+  const T q0 = rnd({1, H, 1024, D}, 5, dt)
+                   .expand({64, H, 1024, D})
+                   .permute({1, 0, 2, 3})
+                   .contiguous()
+                   .reshape({1, H, S, D});
+  const T k0 = rnd({1, H, 1024, D}, 6, dt)
+                   .expand({64, H, 1024, D})
+                   .permute({1, 0, 2, 3})
+                   .contiguous()
+                   .reshape({1, H, S, D});
+  const T v0 = rnd({1, H, 1024, D}, 7, dt)
+                   .expand({64, H, 1024, D})
+                   .permute({1, 0, 2, 3})
+                   .contiguous()
+                   .reshape({1, H, S, D});
+  const T go = rnd({1, H, 1024, D}, 8, dt)
+                   .expand({64, H, 1024, D})
+                   .permute({1, 0, 2, 3})
+                   .contiguous()
+                   .reshape({1, H, S, D});
+  T q = q0.detach().requires_grad_(), k = k0.detach().requires_grad_(),
+    v = v0.detach().requires_grad_();
+  mf::FlexAttentionOptions o;
+  o.block_mask = mf::create_block_mask(causal(), 1, 1, S, S, dev);
+  o.kernel = mf::FlexKernel::Fused;
+  mf::cuda::synchronize(dev.index);
+  const int64_t base = mf::memory_stats(dev).allocated;
+  mf::reset_peak_memory_stats(dev);
+  T out = mf::flex_attention(q, k, v, o).out;
+  out.backward(go);
+  mf::cuda::synchronize(dev.index);
+  const int64_t peak = mf::memory_stats(dev).peak - base;
+  const int64_t tensor_bytes = H * S * D * 2;  // one of out, dq, dk, dv
+  const int64_t extra = peak - 4 * tensor_bytes;
+  EXPECT_LT(extra, int64_t{64} << 20) << "peak beyond inputs " << peak << " bytes";
+  // Spot check: the first query row attends only to key 0, so out[0] = v[0].
+  const auto o0 = out.narrow(2, 0, 1).to(mf::Device::cpu()).to_vector<float>();
+  const auto v00 = v0.narrow(2, 0, 1).to(mf::Device::cpu()).to_vector<float>();
+  EXPECT_EQ(o0, v00);
+  const auto dq_all = mf::abs(q.grad().to(mf::DType::Float32)).sum().item<double>();
+  EXPECT_TRUE(std::isfinite(dq_all));
+}
+
+}  // namespace

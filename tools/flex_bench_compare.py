@@ -1,0 +1,26 @@
+"""Joins bench/flex_gpu_bench's JSON lines with tools/torch_flex_bench.py's (same card,
+same run) and prints the microflex / PyTorch FlexAttention ratio per pattern and head dim.
+Usage: python3 tools/flex_bench_compare.py microflex.jsonl torch.jsonl
+"""
+import json, sys
+
+def rows(path):
+    out = {}
+    for line in open(path):
+        line = line.strip()
+        if line.startswith("{"):
+            r = json.loads(line)
+            out[(r["pattern"], r["D"])] = r
+    return out
+
+mf, th = rows(sys.argv[1]), rows(sys.argv[2])
+print("| pattern | D | microflex fwd | Flex fwd | ratio | microflex fwd+bwd | Flex fwd+bwd | ratio |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for key, m in mf.items():
+    t = th.get(key)
+    if t is None:
+        continue
+    rf = m["fwd_tflops"] / t["flex_fwd_tflops"]
+    rb = m["fwdbwd_tflops"] / t["flex_fwdbwd_tflops"]
+    print(f"| {key[0]} | {key[1]} | {m['fwd_tflops']} | {t['flex_fwd_tflops']} | {rf:.2f} | "
+          f"{m['fwdbwd_tflops']} | {t['flex_fwdbwd_tflops']} | {rb:.2f} |")
