@@ -553,9 +553,7 @@ const char* kUsage =
     "  --dot FILE   write that graph as Graphviz dot\n"
     "exit status: 0 ok, 2 bad flag or config, 1 other errors\n";
 
-struct UsageError {
-  std::string message;
-};
+using UsageError = InspectUsageError;
 
 int64_t parse_int(const std::string& flag, const std::string& v) {
   int64_t out = 0;
@@ -623,17 +621,10 @@ AttentionPattern parse_attention(const std::string& spec) {
   return p;
 }
 
-struct Options {
-  GPTConfig cfg;
-  int64_t batch = 1;
-  Device device = Device::cpu();
-  DTypePolicy dtype = DTypePolicy::FP32;
-  bool json = false, trace = false, all_layers = false, help = false;
-  std::string dot;
-};
+}  // namespace
 
-Options parse_args(const std::vector<std::string>& args) {
-  Options o;
+InspectArgs parse_inspect_args(const std::vector<std::string>& args) {
+  InspectArgs o;
   std::string preset = "gpt2";
   std::vector<std::pair<std::string, int64_t>> sizes;
   std::optional<std::string> attention;
@@ -741,14 +732,12 @@ Options parse_args(const std::vector<std::string>& args) {
   return o;
 }
 
-}  // namespace
-
 int inspect_main(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  Options o;
+  InspectArgs o;
   try {
-    o = parse_args(args);
-  } catch (const UsageError& u) {
-    err << "microflex-inspect: error: " << u.message << "\n(run with --help for usage)\n";
+    o = parse_inspect_args(args);
+  } catch (const InspectUsageError& u) {
+    err << "microflex-inspect: error: " << u.what() << "\n(run with --help for usage)\n";
     return 2;
   }
   if (o.help) {

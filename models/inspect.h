@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <iosfwd>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -114,6 +115,27 @@ double unmasked_fraction(const BlockMask& mask);
 // subgraphs, the MLP. Parameters and the block mask are lifted graph inputs.
 graph::GraphModule trace_block(const GPTConfig& cfg, int64_t batch, Device device,
                                DTypePolicy dtype = DTypePolicy::FP32);
+
+// The microflex-inspect command line, parsed.
+struct InspectArgs {
+  GPTConfig cfg;
+  int64_t batch = 1;
+  Device device = Device::cpu();
+  DTypePolicy dtype = DTypePolicy::FP32;
+  bool json = false, trace = false, all_layers = false, help = false;
+  std::string dot;  // --dot FILE
+};
+
+// A bad microflex-inspect flag or config: the message says which and why.
+class InspectUsageError : public std::runtime_error {
+ public:
+  explicit InspectUsageError(const std::string& msg) : std::runtime_error(msg) {}
+};
+
+// Parses the microflex-inspect flags (args without the program name) into a checked
+// config; throws InspectUsageError and nothing else. The estimate itself can still
+// reject the config (microflex::Error).
+InspectArgs parse_inspect_args(const std::vector<std::string>& args);
 
 // The microflex-inspect command line (args without the program name). Returns the exit
 // status: 0, 2 for a bad flag or config (with a message on `err`), 1 for other errors.

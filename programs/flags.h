@@ -4,10 +4,12 @@
 #pragma once
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -25,11 +27,13 @@ inline std::string trim(const std::string& s) {
   return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
 }
 
+// A value must be a number as a whole: a '\0' inside it (possible in a config file) ends
+// the C string strtoll and strtod see, so the end is checked against the std::string's.
 inline int64_t parse_int(const std::string& key, const std::string& v, int64_t min_value) {
   char* end = nullptr;
   errno = 0;
   const long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno != 0)
+  if (v.empty() || end != v.c_str() + v.size() || errno != 0)
     throw UsageError("--" + key + " expects an integer, got '" + v + "'");
   if (x < min_value)
     throw UsageError("--" + key + " must be >= " + std::to_string(min_value) + ", got " + v);
@@ -40,10 +44,14 @@ inline double parse_double(const std::string& key, const std::string& v, double 
   char* end = nullptr;
   errno = 0;
   const double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end != '\0' || errno != 0 || !(x == x) || x > 1e300 || x < -1e300)
+  if (v.empty() || end != v.c_str() + v.size() || errno != 0 || !(x == x) || x > 1e300 ||
+      x < -1e300)
     throw UsageError("--" + key + " expects a finite number, got '" + v + "'");
-  if (x < min_value)
-    throw UsageError("--" + key + " must be >= " + std::to_string(min_value) + ", got " + v);
+  if (x < min_value) {
+    char bound[32];
+    std::snprintf(bound, sizeof(bound), "%g", min_value);
+    throw UsageError("--" + key + " must be >= " + bound + ", got " + v);
+  }
   return x;
 }
 
@@ -51,6 +59,18 @@ inline bool parse_bool(const std::string& key, const std::string& v) {
   if (v == "1" || v == "true" || v == "yes" || v == "on") return true;
   if (v == "0" || v == "false" || v == "no" || v == "off") return false;
   throw UsageError("--" + key + " expects true or false, got '" + v + "'");
+}
+
+// The whole text of a config file. A directory opens like a file and fails on the first
+// read (badbit), so that is checked too rather than read as an empty config.
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string text;
+  char buf[4096];
+  while (in.read(buf, sizeof(buf)) || in.gcount() > 0)
+    text.append(buf, static_cast<size_t>(in.gcount()));
+  if (!in.eof() || in.bad()) throw UsageError("cannot read config file '" + path + "'");
+  return text;
 }
 
 // A table of flags: each key has a setter that parses its value (throwing UsageError) and
@@ -72,13 +92,13 @@ class Table {
   }
   bool has(const std::string& key) const { return entries_.count(key) > 0; }
 
-  // Applies "key = value" lines of a config file.
-  void apply_file(const std::string& path) const {
-    std::ifstream in(path);
-    if (!in.good()) throw UsageError("cannot read config file '" + path + "'");
+  // Applies the "key = value" lines of a config file's text; `name` (the file's path)
+  // only appears in messages.
+  void apply_text(const std::string& text, const std::string& name) const {
+    std::istringstream in(text);
     std::string line;
     for (int n = 1; std::getline(in, line); ++n) {
-      const std::string where = " in " + path + " line " + std::to_string(n);
+      const std::string where = " in " + name + " line " + std::to_string(n);
       const size_t hash = line.find('#');
       if (hash != std::string::npos) line.resize(hash);
       line = trim(line);
@@ -89,6 +109,7 @@ class Table {
       set(trim(line.substr(0, eq)), trim(line.substr(eq + 1)), where);
     }
   }
+  void apply_file(const std::string& path) const { apply_text(read_file(path), path); }
 
   // Parses argv into (key, value) pairs in order; "--config" values are returned
   // separately so a program can apply the file before the command-line overrides.
@@ -117,6 +138,7 @@ class Table {
       }
       if (key == "config") {
         if (config == nullptr) throw UsageError("unknown option 'config' (see --help)");
+        if (value.empty()) throw UsageError("--config needs a value");
         *config = value;
       } else {
         out.emplace_back(key, value);

@@ -24,7 +24,7 @@
 #include "models/mixed_precision.h"
 #include "models/optim.h"
 #include "ops/elementwise.h"
-#include "programs/flags.h"
+#include "programs/train_flags.h"
 
 namespace mf = microflex;
 namespace fs = std::filesystem;
@@ -33,28 +33,7 @@ using flags::UsageError;
 
 namespace {
 
-struct Options {
-  std::string data = "brown";  // brown | tiny
-  std::string data_dir = "data/brown";
-  int64_t n_layer = 4, n_head = 4, n_embd = 128, block_size = 128;
-  double dropout = 0.0;
-  bool bias = true, rotary = false;
-  std::string attention = "causal";
-  int64_t batch_size = 16, accum_steps = 1, steps = 1000;
-  double lr = 1e-3, min_lr = 1e-4, weight_decay = 0.1, grad_clip = 1.0;
-  double beta1 = 0.9, beta2 = 0.95;
-  int64_t warmup = 100;
-  int64_t eval_every = 100, eval_batches = 10, ckpt_every = 0;
-  std::string device = "cpu";
-  std::string dtype = "fp32";  // fp32, or bf16 mixed precision (float32 master weights)
-  int64_t seed = 1337;
-  std::string out_dir = "out/train";
-  bool resume = false;
-  // Reference-comparison outputs (tools/torch_gpt_reference.py).
-  bool save_init_only = false;
-  int64_t dump_batches = 0;
-  std::string dump_reference;
-};
+using Options = mf::TrainOptions;
 
 const char* kUsage = R"(usage: microflex-train [--config FILE] [--key=value ...]
 
@@ -79,122 +58,6 @@ command-line values override the file):
                          for tools/torch_gpt_reference.py
 Ctrl-C saves a checkpoint and exits with code 130. Bad options exit with code 2.
 )";
-
-flags::Table make_table(Options* o) {
-  using flags::parse_bool, flags::parse_double, flags::parse_int;
-  flags::Table t;
-  auto str = [&t](const char* k, std::string* p) {
-    t.add(k, false, [k, p](const std::string& v) {
-      if (v.empty()) throw UsageError(std::string("--") + k + " needs a value");
-      *p = v;
-    });
-  };
-  auto int_ = [&t](const char* k, int64_t* p, int64_t min_value) {
-    t.add(k, false, [k, p, min_value](const std::string& v) { *p = parse_int(k, v, min_value); });
-  };
-  auto dbl = [&t](const char* k, double* p, double min_value) {
-    t.add(k, false,
-          [k, p, min_value](const std::string& v) { *p = parse_double(k, v, min_value); });
-  };
-  auto bln = [&t](const char* k, bool* p) {
-    t.add(k, true, [k, p](const std::string& v) { *p = parse_bool(k, v); });
-  };
-  str("data", &o->data);
-  str("data_dir", &o->data_dir);
-  int_("n_layer", &o->n_layer, 1);
-  int_("n_head", &o->n_head, 1);
-  int_("n_embd", &o->n_embd, 1);
-  int_("block_size", &o->block_size, 1);
-  dbl("dropout", &o->dropout, 0.0);
-  bln("bias", &o->bias);
-  bln("rotary", &o->rotary);
-  str("attention", &o->attention);
-  int_("batch_size", &o->batch_size, 1);
-  int_("accum_steps", &o->accum_steps, 1);
-  int_("steps", &o->steps, 1);
-  dbl("lr", &o->lr, 0.0);
-  dbl("min_lr", &o->min_lr, 0.0);
-  dbl("weight_decay", &o->weight_decay, 0.0);
-  dbl("grad_clip", &o->grad_clip, 0.0);
-  dbl("beta1", &o->beta1, 0.0);
-  dbl("beta2", &o->beta2, 0.0);
-  int_("warmup", &o->warmup, 0);
-  int_("eval_every", &o->eval_every, 0);
-  int_("eval_batches", &o->eval_batches, 1);
-  int_("ckpt_every", &o->ckpt_every, 0);
-  str("device", &o->device);
-  str("dtype", &o->dtype);
-  int_("seed", &o->seed, 0);
-  str("out_dir", &o->out_dir);
-  bln("resume", &o->resume);
-  bln("save_init_only", &o->save_init_only);
-  int_("dump_batches", &o->dump_batches, 0);
-  str("dump_reference", &o->dump_reference);
-  return t;
-}
-
-mf::AttentionPattern parse_attention(const std::string& spec) {
-  mf::AttentionPattern p;
-  std::stringstream ss(spec);
-  std::string term;
-  while (std::getline(ss, term, '+')) {
-    const size_t colon = term.find(':');
-    const std::string name = term.substr(0, colon);
-    const std::string arg = colon == std::string::npos ? "" : term.substr(colon + 1);
-    auto need_arg = [&](bool wanted) {
-      if (wanted && arg.empty())
-        throw UsageError("--attention: '" + name + "' needs a value, e.g. " + name + ":64");
-      if (!wanted && colon != std::string::npos)
-        throw UsageError("--attention: '" + name + "' takes no value, got '" + term + "'");
-    };
-    if (name == "causal") {
-      need_arg(false);
-    } else if (name == "sliding") {
-      need_arg(true);
-      p.window = flags::parse_int("attention sliding", arg, 1);
-    } else if (name == "alibi") {
-      need_arg(false);
-      p.alibi = true;
-    } else if (name == "softcap") {
-      need_arg(true);
-      p.softcap = flags::parse_double("attention softcap", arg, 1e-300);
-    } else if (name == "document") {
-      need_arg(false);
-      p.document = true;
-    } else if (name == "prefix") {
-      need_arg(true);
-      p.prefix = flags::parse_int("attention prefix", arg, 1);
-    } else {
-      throw UsageError("--attention: unknown pattern '" + term +
-                       "' (causal, sliding:W, alibi, softcap:C, document, prefix:P)");
-    }
-  }
-  return p;
-}
-
-// Checks combinations that single values cannot; every problem is a UsageError.
-void validate(Options& o) {
-  if (o.data != "brown" && o.data != "tiny")
-    throw UsageError("--data must be brown or tiny, got '" + o.data + "'");
-  if (o.device != "cpu" && o.device != "cuda")
-    throw UsageError("--device must be cpu or cuda, got '" + o.device + "'");
-  if (o.dtype != "fp32" && o.dtype != "bf16")
-    throw UsageError("--dtype must be fp32 or bf16, got '" + o.dtype + "'");
-  if (o.n_embd % o.n_head != 0)
-    throw UsageError("--n_embd (" + std::to_string(o.n_embd) +
-                     ") must be a multiple of --n_head (" + std::to_string(o.n_head) + ")");
-  if (o.rotary && (o.n_embd / o.n_head) % 2 != 0)
-    throw UsageError("--rotary needs an even head dim, n_embd / n_head = " +
-                     std::to_string(o.n_embd / o.n_head));
-  if (o.beta1 >= 1.0 || o.beta2 >= 1.0) throw UsageError("--beta1 and --beta2 must be below 1");
-  if (o.dropout >= 1.0) throw UsageError("--dropout must be below 1");
-  if (o.min_lr > o.lr) throw UsageError("--min_lr must not exceed --lr");
-  parse_attention(o.attention);
-  if (!o.dump_reference.empty()) {
-    o.out_dir = o.dump_reference;
-    o.dump_batches = o.steps;
-  }
-}
 
 // Every option as "key = value" lines, stored in checkpoints.
 std::string describe(const Options& o) {
@@ -381,8 +244,8 @@ extern "C" void on_sigint(int) {
 // The fake-mode estimate of one training step (models/inspect.h): printed at start, and a
 // warning when its peak exceeds the device's free memory.
 mf::ModelEstimate estimate_step(const mf::GPTConfig& cfg, const Options& o, mf::Device device) {
-  return mf::estimate_training_step(cfg, o.batch_size, device,
-                                    o.dtype == "bf16" ? mf::DTypePolicy::BF16 : mf::DTypePolicy::FP32);
+  return mf::estimate_training_step(
+      cfg, o.batch_size, device, o.dtype == "bf16" ? mf::DTypePolicy::BF16 : mf::DTypePolicy::FP32);
 }
 
 struct Data {
@@ -456,7 +319,7 @@ int train(Options& o) {
   cfg.dropout = o.dropout;
   cfg.bias = o.bias;
   cfg.rotary = o.rotary;
-  cfg.attention = parse_attention(o.attention);
+  cfg.attention = mf::parse_train_attention(o.attention);
   std::string fit_warning;
   int64_t est_peak = 0;
   if (!cfg.attention.document) {
@@ -523,8 +386,8 @@ int train(Options& o) {
             << o.n_layer << " layers x " << o.n_head << " heads x " << o.n_embd << ", context "
             << o.block_size << ", " << tokens_per_step << " tokens/step, "
             << (est_peak ? "estimated peak " + fmt("%.0f", est_peak / 1048576.0) + " MiB, " : "")
-            << o.dtype << " on " << device.str() << "; unigram entropy " << fmt("%.3f", unigram_entropy(data.train))
-            << " nats/byte\n"
+            << o.dtype << " on " << device.str() << "; unigram entropy "
+            << fmt("%.3f", unigram_entropy(data.train)) << " nats/byte\n"
             << fit_warning;
 
   const mf::CosineSchedule sched{o.lr, o.min_lr, o.warmup, o.steps};
@@ -616,17 +479,10 @@ int train(Options& o) {
 int main(int argc, char** argv) {
   Options o;
   try {
-    const flags::Table table = make_table(&o);
-    std::string config;
-    const auto args = table.parse_args(argc, argv, &config);
-    for (const auto& [k, v] : args)
-      if (k == "help") {
-        std::cout << kUsage;
-        return 0;
-      }
-    if (!config.empty()) table.apply_file(config);
-    for (const auto& [k, v] : args) table.set(k, v, "");
-    validate(o);
+    if (!mf::parse_train_command_line(argc, argv, &o)) {
+      std::cout << kUsage;
+      return 0;
+    }
     return train(o);
   } catch (const UsageError& e) {
     std::cerr << "microflex-train: " << e.what() << "\n";

@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 runs=${1:-100000}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors fuzz_npy fuzz_json)
+[ ${#targets[@]} -gt 0 ] ||
+  targets=(fuzz_safetensors fuzz_npy fuzz_json fuzz_train_flags fuzz_inspect_args)
 
 # libFuzzer ships in clang's runtime package (libclang_rt.fuzzer-x86_64.a).
 pkgs=(clang libclang-rt-14-dev)
@@ -39,9 +40,11 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 status=0
 for t in "${targets[@]}"; do
   case "$t" in
-    fuzz_safetensors) max_len=4096 ;;  # a header with a few tensors plus their data
-    fuzz_npy) max_len=1024 ;;          # the 128-byte-aligned header plus a small array
+    fuzz_safetensors) max_len=4096 ;;   # a header with a few tensors plus their data
+    fuzz_npy) max_len=1024 ;;           # the 128-byte-aligned header plus a small array
     fuzz_json) max_len=4096 ;;
+    fuzz_train_flags) max_len=1024 ;;   # a config file plus a command line
+    fuzz_inspect_args) max_len=1024 ;;  # a command line
     *) echo "fuzz: unknown target $t" >&2; exit 2 ;;
   esac
   work="$build_dir/corpus/$t"
