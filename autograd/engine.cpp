@@ -96,7 +96,11 @@ TensorList AccumulateGrad::apply(const TensorList& grad_outputs) {
   if (g.dtype() != impl->dtype) g = g.to(impl->dtype);
   if (!impl->grad) {
     // Own the gradient: never alias a tensor the caller or another node may still write.
-    impl->grad = g.clone().impl_ptr();
+    // A gradient only this call holds (the engine's buffer and `g`; its storage in no other
+    // tensor) is taken as it is, like PyTorch's gradient stealing: no copy, no extra peak.
+    const bool sole =
+        g.impl_ptr().use_count() <= 2 && g.storage().use_count() == 1 && !g.requires_grad();
+    impl->grad = sole ? g.impl_ptr() : g.clone().impl_ptr();
   } else {
     impl->grad = (Tensor(impl->grad) + g).impl_ptr();
   }
