@@ -59,8 +59,8 @@ __device__ __forceinline__ void mf_mm_abt(float (&c)[MF_BN / 8][4], const unsign
 #pragma unroll
     for (int np = 0; np < MF_BN / 16; ++np) {
       unsigned bf[4];
-      mf_ldmatrix_x4(bf, b_s + (np * 16 + (lane / 16) * 8 + lane % 8) * LDB + kk * 16 +
-                             ((lane / 8) & 1) * 8);
+      mf_ldmatrix_x4(
+          bf, b_s + (np * 16 + (lane / 16) * 8 + lane % 8) * LDB + kk * 16 + ((lane / 8) & 1) * 8);
       mf_mma(c[2 * np], a, bf[0], bf[1]);
       mf_mma(c[2 * np + 1], a, bf[2], bf[3]);
     }
@@ -82,8 +82,8 @@ __device__ __forceinline__ void mf_mm_pb(float (&acc)[NP / 8][4], const float (&
 #pragma unroll
     for (int dp = 0; dp < NP / 16; ++dp) {
       unsigned bf[4];
-      mf_ldmatrix_x4_trans(bf, b_s + (kk * 16 + ((lane / 8) & 1) * 8 + lane % 8) * LDB + dp * 16 +
-                                   (lane / 16) * 8);
+      mf_ldmatrix_x4_trans(
+          bf, b_s + (kk * 16 + ((lane / 8) & 1) * 8 + lane % 8) * LDB + dp * 16 + (lane / 16) * 8);
       mf_mma(acc[2 * dp], a, bf[0], bf[1]);
       mf_mma(acc[2 * dp + 1], a, bf[2], bf[3]);
     }
@@ -94,8 +94,8 @@ __device__ __forceinline__ void mf_mm_pb(float (&acc)[NP / 8][4], const float (&
 // scale included), 0 where masked or out of range. lse2 = lse * log2(e) (+inf for rows
 // that attend to nothing).
 __device__ __forceinline__ float mf_bwd_elem(float s, float dp, float lse2, float delta, bool ok,
-                                             bool partial, int b, int h, int q, int kv,
-                                             float scale, const FlexCaptured& score_cap,
+                                             bool partial, int b, int h, int q, int kv, float scale,
+                                             const FlexCaptured& score_cap,
                                              const FlexCaptured& mask_cap,
                                              const FlexCapturedGrad& gcap, float& p) {
   p = 0.0f;
@@ -150,18 +150,20 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
                 int mask_b, int mask_h, int Mb, int Nb, FlexCaptured score_cap,
                 FlexCaptured mask_cap) {
   extern __shared__ __align__(16) unsigned short mf_smem[];
-  unsigned short* q_s = mf_smem;                     // [BM][QLD]
-  unsigned short* do_s = q_s + MF_BM * MF_QLD;       // [BM][VLD]
-  unsigned short* k_s = do_s + MF_BM * MF_VLD;       // [2][BN][QLD]
-  unsigned short* v_s = k_s + 2 * MF_BN * MF_QLD;    // [2][BN][VLD]
+  unsigned short* q_s = mf_smem;                   // [BM][QLD]
+  unsigned short* do_s = q_s + MF_BM * MF_QLD;     // [BM][VLD]
+  unsigned short* k_s = do_s + MF_BM * MF_VLD;     // [2][BN][QLD]
+  unsigned short* v_s = k_s + 2 * MF_BN * MF_QLD;  // [2][BN][VLD]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const int b = blockIdx.z, h = blockIdx.y, hk = h / (Hq / Hkv);
   const int m0 = (gridDim.x - 1 - blockIdx.x) * MF_BM;
   const long long qrow0 = ((long long)b * Hq + h) * M;
   const unsigned short* qg = reinterpret_cast<const unsigned short*>(q) + qrow0 * MF_D;
   const unsigned short* dog = reinterpret_cast<const unsigned short*>(dout) + qrow0 * MF_DV;
-  const unsigned short* kg = reinterpret_cast<const unsigned short*>(k) + ((long long)b * Hkv + hk) * N * MF_D;
-  const unsigned short* vg = reinterpret_cast<const unsigned short*>(v) + ((long long)b * Hkv + hk) * N * MF_DV;
+  const unsigned short* kg =
+      reinterpret_cast<const unsigned short*>(k) + ((long long)b * Hkv + hk) * N * MF_D;
+  const unsigned short* vg =
+      reinterpret_cast<const unsigned short*>(v) + ((long long)b * Hkv + hk) * N * MF_DV;
   const FlexCapturedGrad no_grad{};
 
   if (MF_DP != MF_D || MF_DVP != MF_DV) {
@@ -184,7 +186,8 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
   auto tile_start = [&](int i) {
     const int j = i / TPB;
     int blk = j;
-    if (kv_num != nullptr) blk = j < n_partial ? kv_idx[mrow * Nb + j] : full_idx[mrow * Nb + j - n_partial];
+    if (kv_num != nullptr)
+      blk = j < n_partial ? kv_idx[mrow * Nb + j] : full_idx[mrow * Nb + j - n_partial];
     return blk * MF_KV_BLOCK + (i % TPB) * MF_BN;
   };
   int n0_next = n_tiles > 0 ? tile_start(0) : 0;
@@ -216,8 +219,10 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
     const int stage = i & 1;
     if (i + 1 < n_tiles) {
       n0_next = tile_start(i + 1);
-      mf_load_tile<MF_BN, MF_D, MF_QLD, MF_THREADS>(k_s + (stage ^ 1) * MF_BN * MF_QLD, kg, n0_next, N, tid);
-      mf_load_tile<MF_BN, MF_DV, MF_VLD, MF_THREADS>(v_s + (stage ^ 1) * MF_BN * MF_VLD, vg, n0_next, N, tid);
+      mf_load_tile<MF_BN, MF_D, MF_QLD, MF_THREADS>(k_s + (stage ^ 1) * MF_BN * MF_QLD, kg, n0_next,
+                                                    N, tid);
+      mf_load_tile<MF_BN, MF_DV, MF_VLD, MF_THREADS>(v_s + (stage ^ 1) * MF_BN * MF_VLD, vg,
+                                                     n0_next, N, tid);
       mf_cp_async_commit();
       mf_cp_async_wait<1>();
     } else {
@@ -236,8 +241,9 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
         for (int e = 0; e < 4; ++e) {
           const int r = e / 2, kv = n0 + nt * 8 + 2 * t4 + (e & 1);
           float p;
-          s[nt][e] = mf_bwd_elem(s[nt][e], dp[nt][e], lse2[r], dlt[r], rows[r] < M && kv < N,
-                                 partial, b, h, rows[r], kv, scale, score_cap, mask_cap, no_grad, p);
+          s[nt][e] =
+              mf_bwd_elem(s[nt][e], dp[nt][e], lse2[r], dlt[r], rows[r] < M && kv < N, partial, b,
+                          h, rows[r], kv, scale, score_cap, mask_cap, no_grad, p);
         }
       mf_mm_pb<MF_DP, MF_QLD>(acc, s, ks, lane);
     }
@@ -256,17 +262,17 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
     flex_bwd_dkdv(const mf_in_t* __restrict__ q, const mf_in_t* __restrict__ k,
                   const mf_in_t* __restrict__ v, const mf_in_t* __restrict__ dout,
                   const float* __restrict__ lse, const float* __restrict__ delta,
-                  mf_in_t* __restrict__ dk, mf_in_t* __restrict__ dv, int Hq, int Hkv, int M,
-                  int N, float scale, const int* q_num, const int* q_idx, const int* full_num,
+                  mf_in_t* __restrict__ dk, mf_in_t* __restrict__ dv, int Hq, int Hkv, int M, int N,
+                  float scale, const int* q_num, const int* q_idx, const int* full_num,
                   const int* full_idx, int mask_b, int mask_h, int Mb, int Nb,
                   FlexCaptured score_cap, FlexCaptured mask_cap, FlexCapturedGrad gcap) {
   extern __shared__ __align__(16) unsigned short mf_smem[];
-  unsigned short* k_s = mf_smem;                     // [BM][QLD]
-  unsigned short* v_s = k_s + MF_BM * MF_QLD;        // [BM][VLD]
-  unsigned short* q_s = v_s + MF_BM * MF_VLD;        // [2][BN][QLD]
-  unsigned short* do_s = q_s + 2 * MF_BN * MF_QLD;   // [2][BN][VLD]
+  unsigned short* k_s = mf_smem;                                       // [BM][QLD]
+  unsigned short* v_s = k_s + MF_BM * MF_QLD;                          // [BM][VLD]
+  unsigned short* q_s = v_s + MF_BM * MF_VLD;                          // [2][BN][QLD]
+  unsigned short* do_s = q_s + 2 * MF_BN * MF_QLD;                     // [2][BN][VLD]
   float* lse_s = reinterpret_cast<float*>(do_s + 2 * MF_BN * MF_VLD);  // [2][BN], base 2
-  float* dlt_s = lse_s + 2 * MF_BN;                                     // [2][BN]
+  float* dlt_s = lse_s + 2 * MF_BN;                                    // [2][BN]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const int b = blockIdx.z, hk = blockIdx.y, group = Hq / Hkv;
   const int n0 = blockIdx.x * MF_BM, nblk = blockIdx.x;
@@ -305,7 +311,8 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
   };
   auto tile_m0 = [&]() {
     int blk = cur_j;
-    if (q_num != nullptr) blk = cur_j < np ? q_idx[mrow * Mb + cur_j] : full_idx[mrow * Mb + cur_j - np];
+    if (q_num != nullptr)
+      blk = cur_j < np ? q_idx[mrow * Mb + cur_j] : full_idx[mrow * Mb + cur_j - np];
     return blk * MF_Q_BLOCK + cur_half * MF_BN;
   };
   auto advance = [&]() {
@@ -313,10 +320,12 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
   };
   auto load = [&](int stage, int hh, int m0) {
     const long long qrow0 = ((long long)b * Hq + hh) * M;
-    mf_load_tile<MF_BN, MF_D, MF_QLD, MF_THREADS>(q_s + stage * MF_BN * MF_QLD,
-                                                  reinterpret_cast<const unsigned short*>(q) + qrow0 * MF_D, m0, M, tid);
-    mf_load_tile<MF_BN, MF_DV, MF_VLD, MF_THREADS>(do_s + stage * MF_BN * MF_VLD,
-                                                   reinterpret_cast<const unsigned short*>(dout) + qrow0 * MF_DV, m0, M, tid);
+    mf_load_tile<MF_BN, MF_D, MF_QLD, MF_THREADS>(
+        q_s + stage * MF_BN * MF_QLD, reinterpret_cast<const unsigned short*>(q) + qrow0 * MF_D, m0,
+        M, tid);
+    mf_load_tile<MF_BN, MF_DV, MF_VLD, MF_THREADS>(
+        do_s + stage * MF_BN * MF_VLD,
+        reinterpret_cast<const unsigned short*>(dout) + qrow0 * MF_DV, m0, M, tid);
     for (int i = tid; i < MF_BN; i += MF_THREADS) {
       const int row = m0 + i;
       const float l = row < M ? lse[qrow0 + row] : MF_NEG_INF;
@@ -378,14 +387,14 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
           s[nt][e] = p;
           dp[nt][e] = d;
         }
-      mf_mm_pb<MF_DVP, MF_VLD>(dv_acc, s, dos, lane);   // dV += P^T dO
-      mf_mm_pb<MF_DP, MF_QLD>(dk_acc, dp, qs, lane);    // dK += dS^T Q
+      mf_mm_pb<MF_DVP, MF_VLD>(dv_acc, s, dos, lane);  // dV += P^T dO
+      mf_mm_pb<MF_DP, MF_QLD>(dk_acc, dp, qs, lane);   // dK += dS^T Q
     }
     __syncthreads();
   }
   mf_cp_async_wait<0>();
-  mf_store_rows<MF_DP, MF_D>(reinterpret_cast<unsigned short*>(dk) + krow0 * MF_D, dk_acc,
-                             keys[0], N, t4);
+  mf_store_rows<MF_DP, MF_D>(reinterpret_cast<unsigned short*>(dk) + krow0 * MF_D, dk_acc, keys[0],
+                             N, t4);
   mf_store_rows<MF_DVP, MF_DV>(reinterpret_cast<unsigned short*>(dv) + krow0 * MF_DV, dv_acc,
                                keys[0], N, t4);
 }

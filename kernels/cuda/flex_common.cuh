@@ -46,8 +46,12 @@ __device__ __forceinline__ unsigned short mf_f32_to_f16(float f) {
   asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
   return h;
 }
-__device__ __forceinline__ float mf_round_bf16(float x) { return mf_bf16_to_f32(mf_f32_to_bf16(x)); }
-__device__ __forceinline__ float mf_round_f16(float x) { return mf_f16_to_f32(mf_f32_to_f16(x)); }
+__device__ __forceinline__ float mf_round_bf16(float x) {
+  return mf_bf16_to_f32(mf_f32_to_bf16(x));
+}
+__device__ __forceinline__ float mf_round_f16(float x) {
+  return mf_f16_to_f32(mf_f32_to_f16(x));
+}
 __device__ __forceinline__ float mf_load_bf16(const void* p, long long o) {
   return mf_bf16_to_f32(static_cast<const unsigned short*>(p)[o]);
 }
@@ -64,21 +68,37 @@ template <typename T>
 __device__ __forceinline__ T mf_minimum(T a, T b) {
   return a != a ? a : b != b ? b : a < b ? a : b;
 }
-__device__ __forceinline__ float mf_abs(float x) { return fabsf(x); }
-__device__ __forceinline__ double mf_abs(double x) { return fabs(x); }
-__device__ __forceinline__ int mf_abs(int x) { return x < 0 ? -x : x; }
-__device__ __forceinline__ long long mf_abs(long long x) { return x < 0 ? -x : x; }
+__device__ __forceinline__ float mf_abs(float x) {
+  return fabsf(x);
+}
+__device__ __forceinline__ double mf_abs(double x) {
+  return fabs(x);
+}
+__device__ __forceinline__ int mf_abs(int x) {
+  return x < 0 ? -x : x;
+}
+__device__ __forceinline__ long long mf_abs(long long x) {
+  return x < 0 ? -x : x;
+}
 // Python's floor division and modulo (the sign of the divisor).
-__device__ __forceinline__ float mf_floor_divide(float a, float b) { return floorf(a / b); }
-__device__ __forceinline__ double mf_floor_divide(double a, double b) { return floor(a / b); }
+__device__ __forceinline__ float mf_floor_divide(float a, float b) {
+  return floorf(a / b);
+}
+__device__ __forceinline__ double mf_floor_divide(double a, double b) {
+  return floor(a / b);
+}
 template <typename T>
 __device__ __forceinline__ T mf_floor_divide(T a, T b) {
   if (b == 0) return 0;
   T q = a / b;
   return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
-__device__ __forceinline__ float mf_remainder(float a, float b) { return a - floorf(a / b) * b; }
-__device__ __forceinline__ double mf_remainder(double a, double b) { return a - floor(a / b) * b; }
+__device__ __forceinline__ float mf_remainder(float a, float b) {
+  return a - floorf(a / b) * b;
+}
+__device__ __forceinline__ double mf_remainder(double a, double b) {
+  return a - floor(a / b) * b;
+}
 template <typename T>
 __device__ __forceinline__ T mf_remainder(T a, T b) {
   if (b == 0) return 0;
@@ -110,16 +130,28 @@ __device__ __forceinline__ bool mf_index_dim(const FlexCaptured& c, int slot, in
 
 #if MF_IN == 0
 typedef float mf_in_t;
-__device__ __forceinline__ float mf_in_load(const mf_in_t* p, long long i) { return p[i]; }
-__device__ __forceinline__ mf_in_t mf_in_store(float x) { return x; }
+__device__ __forceinline__ float mf_in_load(const mf_in_t* p, long long i) {
+  return p[i];
+}
+__device__ __forceinline__ mf_in_t mf_in_store(float x) {
+  return x;
+}
 #elif MF_IN == 1
 typedef unsigned short mf_in_t;
-__device__ __forceinline__ float mf_in_load(const mf_in_t* p, long long i) { return mf_f16_to_f32(p[i]); }
-__device__ __forceinline__ mf_in_t mf_in_store(float x) { return mf_f32_to_f16(x); }
+__device__ __forceinline__ float mf_in_load(const mf_in_t* p, long long i) {
+  return mf_f16_to_f32(p[i]);
+}
+__device__ __forceinline__ mf_in_t mf_in_store(float x) {
+  return mf_f32_to_f16(x);
+}
 #else
 typedef unsigned short mf_in_t;
-__device__ __forceinline__ float mf_in_load(const mf_in_t* p, long long i) { return mf_bf16_to_f32(p[i]); }
-__device__ __forceinline__ mf_in_t mf_in_store(float x) { return mf_f32_to_bf16(x); }
+__device__ __forceinline__ float mf_in_load(const mf_in_t* p, long long i) {
+  return mf_bf16_to_f32(p[i]);
+}
+__device__ __forceinline__ mf_in_t mf_in_store(float x) {
+  return mf_f32_to_bf16(x);
+}
 #endif
 
 #define MF_KV_BLOCK 128  // BlockMask kv block size

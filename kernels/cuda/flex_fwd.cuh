@@ -2,7 +2,7 @@
 // compiled at run time with NVRTC together with flex_common.cuh and the generated mods.
 #include "flex_common.cuh"
 
-#define MF_ROWS 64          // query rows per CTA, one thread each
+#define MF_ROWS 64                             // query rows per CTA, one thread each
 #define MF_KT ((MF_D + MF_DV) > 192 ? 8 : 16)  // keys per shared-memory tile (<= 48 KiB)
 
 // One CTA per (query block of 64 rows, head, batch); each thread owns one query row and
@@ -40,8 +40,10 @@ extern "C" __global__ void __launch_bounds__(MF_ROWS)
   for (int pass = 0; pass < 2; ++pass) {
     const bool partial = pass == 0;
     int count;
-    if (kv_num == nullptr) count = partial ? 0 : nkv_blocks;
-    else count = partial ? kv_num[mrow] : full_num[mrow];
+    if (kv_num == nullptr)
+      count = partial ? 0 : nkv_blocks;
+    else
+      count = partial ? kv_num[mrow] : full_num[mrow];
     for (int j = 0; j < count; ++j) {
       int blk = j;
       if (kv_num != nullptr) blk = partial ? kv_idx[mrow * Nb + j] : full_idx[mrow * Nb + j];

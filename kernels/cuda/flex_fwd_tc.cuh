@@ -22,9 +22,10 @@
 // output rescale of the online softmax, in base 2. row0 / kv0: this lane's first row and
 // key. CHECK: apply the bounds (rows past M, keys past N) and, when partial, mask_mod.
 template <bool CHECK>
-__device__ __forceinline__ void mf_softmax_tile(float (&s)[MF_MT][MF_BN / 8][4], float (&m_run)[MF_MT][2],
-                                                float (&l_run)[MF_MT][2], float (&acc)[MF_MT][MF_DVP / 8][4],
-                                                int row0, int kv0, int M, int N, float scale, bool partial,
+__device__ __forceinline__ void mf_softmax_tile(float (&s)[MF_MT][MF_BN / 8][4],
+                                                float (&m_run)[MF_MT][2], float (&l_run)[MF_MT][2],
+                                                float (&acc)[MF_MT][MF_DVP / 8][4], int row0,
+                                                int kv0, int M, int N, float scale, bool partial,
                                                 int b, int h, const FlexCaptured& score_cap,
                                                 const FlexCaptured& mask_cap) {
 #pragma unroll
@@ -95,9 +96,12 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
   // Heaviest query blocks first (under a causal mask the last rows see the most keys), so
   // the grid's tail is short.
   const int m0 = (gridDim.x - 1 - blockIdx.x) * MF_BM;
-  const unsigned short* qg = reinterpret_cast<const unsigned short*>(q) + ((long long)b * Hq + h) * M * MF_D;
-  const unsigned short* kg = reinterpret_cast<const unsigned short*>(k) + ((long long)b * Hkv + hk) * N * MF_D;
-  const unsigned short* vg = reinterpret_cast<const unsigned short*>(v) + ((long long)b * Hkv + hk) * N * MF_DV;
+  const unsigned short* qg =
+      reinterpret_cast<const unsigned short*>(q) + ((long long)b * Hq + h) * M * MF_D;
+  const unsigned short* kg =
+      reinterpret_cast<const unsigned short*>(k) + ((long long)b * Hkv + hk) * N * MF_D;
+  const unsigned short* vg =
+      reinterpret_cast<const unsigned short*>(v) + ((long long)b * Hkv + hk) * N * MF_DV;
 
   // Padding columns (D or Dv not a multiple of 16) stay zero: cp.async never writes them.
   if (MF_DP != MF_D || MF_DVP != MF_DV) {
@@ -120,7 +124,8 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
   auto tile_start = [&](int i) {
     const int j = i / TPB;
     int blk = j;
-    if (kv_num != nullptr) blk = j < n_partial ? kv_idx[mrow * Nb + j] : full_idx[mrow * Nb + j - n_partial];
+    if (kv_num != nullptr)
+      blk = j < n_partial ? kv_idx[mrow * Nb + j] : full_idx[mrow * Nb + j - n_partial];
     return blk * MF_KV_BLOCK + (i % TPB) * MF_BN;
   };
   int n0_next = n_tiles > 0 ? tile_start(0) : 0;
@@ -154,8 +159,10 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
     const int stage = i & 1;
     if (i + 1 < n_tiles) {
       n0_next = tile_start(i + 1);
-      mf_load_tile<MF_BN, MF_D, MF_QLD, MF_THREADS>(k_s + (stage ^ 1) * MF_BN * MF_QLD, kg, n0_next, N, tid);
-      mf_load_tile<MF_BN, MF_DV, MF_VLD, MF_THREADS>(v_s + (stage ^ 1) * MF_BN * MF_VLD, vg, n0_next, N, tid);
+      mf_load_tile<MF_BN, MF_D, MF_QLD, MF_THREADS>(k_s + (stage ^ 1) * MF_BN * MF_QLD, kg, n0_next,
+                                                    N, tid);
+      mf_load_tile<MF_BN, MF_DV, MF_VLD, MF_THREADS>(v_s + (stage ^ 1) * MF_BN * MF_VLD, vg,
+                                                     n0_next, N, tid);
       mf_cp_async_commit();
       mf_cp_async_wait<1>();
     } else {
@@ -189,12 +196,14 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
         unsigned a[MF_MT][4];
 #pragma unroll
         for (int mt = 0; mt < MF_MT; ++mt)
-          mf_ldmatrix_x4(a[mt], q_s + (wrow0 + mt * 16 + lane % 16) * MF_QLD + kk * 16 + (lane / 16) * 8);
+          mf_ldmatrix_x4(a[mt],
+                         q_s + (wrow0 + mt * 16 + lane % 16) * MF_QLD + kk * 16 + (lane / 16) * 8);
 #endif
 #pragma unroll
         for (int np = 0; np < MF_BN / 16; ++np) {
           unsigned bf[4];
-          mf_ldmatrix_x4(bf, ks + (np * 16 + (lane / 16) * 8 + lane % 8) * MF_QLD + kk * 16 + ((lane / 8) & 1) * 8);
+          mf_ldmatrix_x4(bf, ks + (np * 16 + (lane / 16) * 8 + lane % 8) * MF_QLD + kk * 16 +
+                                 ((lane / 8) & 1) * 8);
 #pragma unroll
           for (int mt = 0; mt < MF_MT; ++mt) {
             mf_mma(s[mt][2 * np], a[mt], bf[0], bf[1]);
@@ -205,10 +214,12 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
       // score_mod, masks, then the online softmax; the bounds and mask_mod checks only
       // where the tile is partial or crosses M or N.
       if (partial || n0 + MF_BN > N || m0 + MF_BM > M)
-        mf_softmax_tile<true>(s, m_run, l_run, acc, m0 + wrow0 + g, n0 + 2 * t4, M, N, scale, partial, b, h, score_cap, mask_cap);
+        mf_softmax_tile<true>(s, m_run, l_run, acc, m0 + wrow0 + g, n0 + 2 * t4, M, N, scale,
+                              partial, b, h, score_cap, mask_cap);
       else
-        mf_softmax_tile<false>(s, m_run, l_run, acc, m0 + wrow0 + g, n0 + 2 * t4, M, N, scale, false, b, h, score_cap, mask_cap);
-      // O += P V, P re-packed from the S fragments.
+        mf_softmax_tile<false>(s, m_run, l_run, acc, m0 + wrow0 + g, n0 + 2 * t4, M, N, scale,
+                               false, b, h, score_cap, mask_cap);
+        // O += P V, P re-packed from the S fragments.
 #pragma unroll
       for (int kk = 0; kk < MF_BN / 16; ++kk) {
         unsigned a[MF_MT][4];
@@ -222,7 +233,8 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
 #pragma unroll
         for (int dp = 0; dp < MF_DVP / 16; ++dp) {
           unsigned bf[4];
-          mf_ldmatrix_x4_trans(bf, vs + (kk * 16 + ((lane / 8) & 1) * 8 + lane % 8) * MF_VLD + dp * 16 + (lane / 16) * 8);
+          mf_ldmatrix_x4_trans(bf, vs + (kk * 16 + ((lane / 8) & 1) * 8 + lane % 8) * MF_VLD +
+                                       dp * 16 + (lane / 16) * 8);
 #pragma unroll
           for (int mt = 0; mt < MF_MT; ++mt) {
             mf_mma(acc[mt][2 * dp], a[mt], bf[0], bf[1]);

@@ -21,10 +21,12 @@ __device__ __forceinline__ unsigned mf_smem_addr(const void* p) {
 
 // 16 bytes global -> shared; zero-fills when !valid (src is then not read).
 __device__ __forceinline__ void mf_cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(mf_smem_addr(dst)),
-               "l"(src), "r"(valid ? 16 : 0));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(mf_smem_addr(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
 }
-__device__ __forceinline__ void mf_cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+__device__ __forceinline__ void mf_cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n");
+}
 template <int N>
 __device__ __forceinline__ void mf_cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
