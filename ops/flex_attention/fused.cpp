@@ -14,9 +14,12 @@ namespace microflex {
 
 namespace {
 
+#ifdef MICROFLEX_WITH_CUDA
 int dtype_code(DType dt) {
   return dt == DType::Float32 ? 0 : dt == DType::Float16 ? 1 : 2;
 }
+
+#endif
 
 // Why the fused kernels cannot run, or "" when they can (generation errors come later).
 std::string unsupported_reason(const FlexArgs& a, bool backward) {
@@ -51,6 +54,17 @@ std::string unsupported_reason(const FlexArgs& a, bool backward) {
 }
 
 #ifdef MICROFLEX_WITH_CUDA
+// The traced graphs of the mods, or a generation error (Fused) / nothing (Auto).
+bool graphs(const FlexArgs& a, FlexKernel kernel, const FlexGraphFn*& sg, const FlexGraphFn*& mg) {
+  sg = a.score_fn ? a.score_fn.target<FlexGraphFn>() : nullptr;
+  mg = a.mask_fn.target<FlexGraphFn>();
+  if (!a.score_fn || sg) return true;
+  MF_CHECK(kernel != FlexKernel::Fused,
+           "flex_attention: cannot generate GPU code for a score_mod that is not a traced "
+           "graph; use the dense path");
+  return false;
+}
+
 // A contiguous tensor whose data is 16-byte aligned (the kernels load 16 bytes at a time).
 Tensor aligned(const Tensor& t) {
   Tensor c = t.contiguous();
@@ -112,17 +126,6 @@ cuda::FlexFusedArgs prepare(const FlexArgs& a, const FlexGraphFn* sg, const Flex
   return f;
 }
 #endif
-
-// The traced graphs of the mods, or a generation error (Fused) / nothing (Auto).
-bool graphs(const FlexArgs& a, FlexKernel kernel, const FlexGraphFn*& sg, const FlexGraphFn*& mg) {
-  sg = a.score_fn ? a.score_fn.target<FlexGraphFn>() : nullptr;
-  mg = a.mask_fn.target<FlexGraphFn>();
-  if (!a.score_fn || sg) return true;
-  MF_CHECK(kernel != FlexKernel::Fused,
-           "flex_attention: cannot generate GPU code for a score_mod that is not a traced "
-           "graph; use the dense path");
-  return false;
-}
 
 }  // namespace
 
