@@ -96,9 +96,15 @@ NvrtcSource forward_source(const FlexFusedArgs& a) {
 
 NvrtcSource backward_source(const FlexFusedArgs& a) {
   NvrtcSource s;
-  s.name = "flex_bwd_tc.cu";
-  s.source = kFlexBwdTcCuh;
-  s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
+  if (a.in_dtype == 0) {
+    s.name = "flex_bwd.cu";
+    s.source = kFlexBwdCuh;
+  } else {
+    s.name = "flex_bwd_tc.cu";
+    s.source = kFlexBwdTcCuh;
+    s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
+  }
+  s.headers.push_back({"flex_bwd_common.cuh", kFlexBwdCommonCuh});
   s.headers.push_back({"flex_common.cuh", kFlexCommonCuh});
   s.headers.push_back({"flex_mods.cuh", defines(a) + a.score_mod_src + a.mask_mod_src});
   s.headers.push_back({"flex_mods_bwd.cuh", a.score_mod_backward_src});
@@ -135,7 +141,7 @@ bool flex_fused_forward_supported(int in_dtype, int D, int Dv) {
 }
 
 bool flex_fused_backward_supported(int in_dtype, int D, int Dv) {
-  return in_dtype != 0 && D % 8 == 0 && Dv % 8 == 0 && D > 0 && Dv > 0 && D <= 128 && Dv <= 128;
+  return D % 8 == 0 && Dv % 8 == 0 && D > 0 && Dv > 0 && D <= 128 && Dv <= 128;
 }
 
 void flex_fused_forward(const FlexFusedArgs& a) {
@@ -196,13 +202,17 @@ void flex_fused_backward(const FlexFusedArgs& a) {
                                  dargs, 0, st));
   MF_CUDA_CHECK(cudaGetLastError());
 
-  const int smem = bwd_smem_bytes(a.D, a.Dv);
+  // Tensor cores: 128 rows per CTA of 256 threads; float32 (SIMT): 32 rows of one thread
+  // each (MF_ROWS in flex_bwd.cuh), static shared memory.
+  const bool tc = a.in_dtype != 0;
+  const int rows_per_cta = tc ? 128 : 32, threads = tc ? 256 : 32;
+  const int smem = tc ? bwd_smem_bytes(a.D, a.Dv) : 0;
   const int *kn = a.kv.num, *ki = a.kv.idx, *kfn = a.kv.full_num, *kfi = a.kv.full_idx;
   void* qargs[] = {&q,     &k,  &v,  &dout, &lse, &delta, &dq, &Hq, &Hkv, &M,  &N,
                    &scale, &kn, &ki, &kfn,  &kfi, &mb,    &mh, &Mb, &Nb,  &sc, &mc};
   allow_smem(k_dq, smem, a.device);
-  MF_CUDA_CHECK(
-      cudaLaunchKernel(k_dq, dim3((a.M + 127) / 128, a.Hq, a.B), dim3(256), qargs, smem, st));
+  MF_CUDA_CHECK(cudaLaunchKernel(k_dq, dim3((a.M + rows_per_cta - 1) / rows_per_cta, a.Hq, a.B),
+                                 dim3(threads), qargs, smem, st));
   MF_CUDA_CHECK(cudaGetLastError());
 
   const int *qn = a.q_of_kv.num, *qi = a.q_of_kv.idx, *qfn = a.q_of_kv.full_num,
@@ -210,8 +220,8 @@ void flex_fused_backward(const FlexFusedArgs& a) {
   void* kargs[] = {&q,     &k,  &v,  &dout, &lse, &delta, &dk, &dv, &Hq, &Hkv, &M,  &N,
                    &scale, &qn, &qi, &qfn,  &qfi, &mb,    &mh, &Mb, &Nb, &sc,  &mc, &gc};
   allow_smem(k_dkdv, smem, a.device);
-  MF_CUDA_CHECK(
-      cudaLaunchKernel(k_dkdv, dim3((a.N + 127) / 128, a.Hkv, a.B), dim3(256), kargs, smem, st));
+  MF_CUDA_CHECK(cudaLaunchKernel(k_dkdv, dim3((a.N + rows_per_cta - 1) / rows_per_cta, a.Hkv, a.B),
+                                 dim3(threads), kargs, smem, st));
   MF_CUDA_CHECK(cudaGetLastError());
   check_faults(a, st);
 }

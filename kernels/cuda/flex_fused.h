@@ -43,9 +43,9 @@ struct FlexFusedArgs {
   bool deterministic = false;        // captured_grad buffers are int64 32.32 fixed point
 };
 
-// Whether the tensor-core kernels take this dtype / head dims (the forward: bf16 or fp16,
-// multiples of 8 up to 256; the backward: up to 128). Float32 runs the SIMT forward
-// (head dims up to 128) and has no fused backward.
+// Whether the fused kernels take this dtype / head dims: the forward multiples of 8 up to
+// 256 (tensor cores, bf16 / fp16) or 128 (SIMT, float32); the backward multiples of 8 up
+// to 128 (tensor cores for bf16 / fp16, SIMT for float32).
 bool flex_fused_forward_supported(int in_dtype, int D, int Dv);
 bool flex_fused_backward_supported(int in_dtype, int D, int Dv);
 

@@ -41,7 +41,7 @@ std::string unsupported_reason(const FlexArgs& a, bool backward) {
     return std::string(backward ? "the backward" : "the forward") + " with dtype " +
            dtype_name(dt) + " and head dims D = " + std::to_string(D) +
            ", Dv = " + std::to_string(Dv) +
-           (backward ? " (needs bfloat16 or float16, multiples of 8 up to 128)"
+           (backward ? " (needs multiples of 8 up to 128)"
                      : " (needs multiples of 8 up to 256 for bfloat16 / float16, 128 for "
                        "float32)");
   if (!a.block_mask.empty() && (a.q_block != 128 || a.kv_block != 128))

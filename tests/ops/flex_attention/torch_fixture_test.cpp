@@ -1,85 +1,18 @@
 // flex_attention against PyTorch's FlexAttention: fixtures made by
 // tools/make_flex_fixtures.py (eager, float64) hold inputs, out, lse and gradients for a
 // dozen variants; the dense path must match them to 1e-10 relative.
-#include <fstream>
-#include <map>
-
 #include "ops/flex_attention/flex_attention.h"
 #include "test_util.h"
+#include "torch_fixtures.h"
 
 namespace mf = microflex;
 
 namespace {
 
-using Fixture = std::map<std::string, mf::Tensor>;
-
-const Fixture& fixtures() {
-  static const Fixture f = [] {
-    Fixture m;
-    for (auto& [name, t] : mf::load_safetensors(std::string(MICROFLEX_TEST_DATA_DIR) +
-                                                "/flex_attention_fixtures.safetensors"))
-      m[name] = t;
-    return m;
-  }();
-  return f;
-}
-
-mf::MaskMod causal = [](const mf::Tensor&, const mf::Tensor&, const mf::Tensor& q,
-                        const mf::Tensor& kv) { return q >= kv; };
-
-struct Case {
-  std::string name;
-  mf::MaskMod mask;
-  int64_t block = 16;
-  std::optional<double> scale;
-  std::string learnable;  // name of the learnable captured tensor, if any
-  std::function<mf::ScoreMod(const Fixture&, const mf::Tensor& learnable)> score;
-};
-
-std::vector<Case> cases() {
-  const int64_t S = 45;
-  std::vector<Case> c;
-  c.push_back({"causal", causal});
-  c.push_back({"sliding_window",
-               mf::and_masks(causal, [](const mf::Tensor&, const mf::Tensor&, const mf::Tensor& q,
-                                        const mf::Tensor& kv) { return (q - kv) <= 12; })});
-  c.push_back(
-      {"prefix_lm", mf::or_masks(causal, [](const mf::Tensor&, const mf::Tensor&, const mf::Tensor&,
-                                            const mf::Tensor& kv) { return kv < 18; })});
-  const mf::Tensor doc = fixtures().at("document.doc_ids");
-  c.push_back({"document", [doc](const mf::Tensor&, const mf::Tensor&, const mf::Tensor& q,
-                                 const mf::Tensor& kv) {
-                 return (doc.index({q}) == doc.index({kv})) & (q >= kv);
-               }});
-  c.push_back({"alibi", causal, 16, {}, "", [](const Fixture& f, const mf::Tensor&) {
-                 const mf::Tensor slopes = f.at("alibi.slopes");
-                 return [slopes](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor& h,
-                                 const mf::Tensor& q,
-                                 const mf::Tensor& kv) { return s + slopes.index({h}) * (kv - q); };
-               }});
-  c.push_back({"softcap", {}, 16, {}, "", [](const Fixture&, const mf::Tensor&) {
-                 return
-                     [](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor&,
-                        const mf::Tensor&, const mf::Tensor&) { return mf::tanh(s / 2.0) * 2.0; };
-               }});
-  c.push_back({"relative_bias", {}, 16, {}, "bias", [S](const Fixture&, const mf::Tensor& rel) {
-                 return [rel, S](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor&,
-                                 const mf::Tensor& q, const mf::Tensor& kv) {
-                   return s + rel.index({q - kv + (S - 1)});
-                 };
-               }});
-  c.push_back({"learnable_bias", causal, 16, {}, "bias", [](const Fixture&, const mf::Tensor& b) {
-                 return [b](const mf::Tensor& s, const mf::Tensor&, const mf::Tensor&,
-                            const mf::Tensor& q, const mf::Tensor& kv) {
-                   return s + b.index({q, kv});
-                 };
-               }});
-  c.push_back({"gqa", causal});
-  c.push_back({"m_ne_n", {}});
-  c.push_back({"tail_128", causal, 128});
-  c.push_back({"custom_scale", causal, 16, 0.3});
-  return c;
-}
+using flex_fixtures::Case;
+using flex_fixtures::cases;
+using flex_fixtures::Fixture;
+using flex_fixtures::fixtures;
 
 class TorchFixture : public ::testing::TestWithParam<std::string> {};
 
@@ -113,10 +46,7 @@ TEST_P(TorchFixture, OutLseAndGradientsMatchPyTorch) {
     mftest::expect_close(learn.grad(), f.at(p + "dbias"), 1e-12, 1e-10, p + "dbias");
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, TorchFixture,
-                         ::testing::Values("causal", "sliding_window", "prefix_lm", "document",
-                                           "alibi", "softcap", "relative_bias", "learnable_bias",
-                                           "gqa", "m_ne_n", "tail_128", "custom_scale"),
+INSTANTIATE_TEST_SUITE_P(Variants, TorchFixture, ::testing::ValuesIn(flex_fixtures::kVariants),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -1,0 +1,55 @@
+// What flex_attention's backward kernels share (NVRTC, with flex_common.cuh and the
+// generated mods): captured-tensor gradient accumulation, the per-element backward of the
+// softmax and score_mod, and the delta = rowsum(dO * O) kernel.
+#pragma once
+#include "flex_common.cuh"
+
+#define MF_LOG2E 1.4426950408889634f
+#define MF_POS_INF __int_as_float(0x7f800000)
+
+// Captured-tensor gradients: float atomics, or with `deterministic` 32.32 fixed point in
+// int64 (integer addition is associative, so the sum does not depend on the order; the
+// launcher converts back). Null slots need no gradient.
+__device__ __forceinline__ void mf_grad_add(const FlexCapturedGrad& g, int slot, long long off,
+                                            float v) {
+  float* p = g.data[slot];
+  if (p == nullptr) return;
+  if (g.deterministic) {
+    const long long fx = __double2ll_rn(static_cast<double>(v) * 4294967296.0);
+    atomicAdd(reinterpret_cast<unsigned long long*>(p) + off, static_cast<unsigned long long>(fx));
+  } else {
+    atomicAdd(p + off, v);
+  }
+}
+
+#include "flex_mods_bwd.cuh"
+
+// One score element's backward: p = softmax probability, returns d(loss)/d(q.k) (the
+// scale included), 0 where masked or out of range. lse2 = lse * log2(e) (+inf for rows
+// that attend to nothing).
+__device__ __forceinline__ float mf_bwd_elem(float s, float dp, float lse2, float delta, bool ok,
+                                             bool partial, int b, int h, int q, int kv, float scale,
+                                             const FlexCaptured& score_cap,
+                                             const FlexCaptured& mask_cap,
+                                             const FlexCapturedGrad& gcap, float& p) {
+  p = 0.0f;
+  if (!ok || (partial && !mask_mod(b, h, q, kv, mask_cap))) return 0.0f;
+  const float x = score_mod(s * scale, b, h, q, kv, score_cap);
+  p = exp2f(x * MF_LOG2E - lse2);
+  if (p == 0.0f) return 0.0f;
+  return score_mod_backward(s * scale, b, h, q, kv, score_cap, p * (dp - delta), gcap) * scale;
+}
+
+// delta[row] = sum_d dO[row, d] * O[row, d] in float32, one warp per row; rows = B Hq M.
+extern "C" __global__ void __launch_bounds__(256)
+    flex_bwd_delta(const mf_in_t* __restrict__ o, const mf_in_t* __restrict__ dout,
+                   float* __restrict__ delta, long long rows) {
+  const long long row = (long long)blockIdx.x * 8 + threadIdx.x / 32;
+  if (row >= rows) return;
+  float sum = 0.0f;
+  for (int d = threadIdx.x % 32; d < MF_DV; d += 32)
+    sum += mf_in_load(o, row * MF_DV + d) * mf_in_load(dout, row * MF_DV + d);
+#pragma unroll
+  for (int w = 16; w > 0; w /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, w);
+  if (threadIdx.x % 32 == 0) delta[row] = sum;
+}
