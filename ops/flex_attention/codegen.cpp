@@ -290,6 +290,25 @@ class Emitter {
       define(n, a + (op == "logical_and" ? " && " : op == "logical_or" ? " || " : " != ") + b);
       return;
     }
+    // & | ^ on bool values are the logical ops; on integers the C++ operators, in the
+    // promoted type.
+    if (n.inputs.size() == 2 &&
+        (op == "bitwise_and" || op == "bitwise_or" || op == "bitwise_xor")) {
+      const char* sym = op == "bitwise_and" ? " & " : op == "bitwise_or" ? " | " : " ^ ";
+      if (t == DType::Bool) {
+        define(n, cast(n.inputs[0], DType::Bool) + sym + cast(n.inputs[1], DType::Bool));
+        return;
+      }
+      if (category(t) != 1) unsupported(op, " (on floating values)");
+      define(n, cast(n.inputs[0], t) + sym + cast(n.inputs[1], t));
+      return;
+    }
+    if (n.inputs.size() == 1 && op == "bitwise_not") {
+      const Value& x = values_.at(n.inputs[0]);
+      if (t == DType::Bool) return define(n, "!" + cast(x, DType::Bool));
+      if (category(t) != 1) unsupported(op, " (on floating values)");
+      return define(n, "~" + cast(x, t));
+    }
     if (n.inputs.size() == 3 && op == "where") {
       define(n, cast(n.inputs[0], DType::Bool) + " ? " + cast(n.inputs[1], t) + " : " +
                     cast(n.inputs[2], t));

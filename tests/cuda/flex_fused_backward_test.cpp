@@ -166,7 +166,10 @@ TEST_F(FlexFusedBackwardTest, MatchesDense) {
       EXPECT_LT(rel_error(f.dv, d.dv), tol) << what << " dv";
       if (c.learnable.defined()) {
         ASSERT_TRUE(f.dlearn.defined()) << what;
-        EXPECT_LT(rel_error(f.dlearn, d.dlearn), tol) << what << " d(captured)";
+        // A captured tensor's gradient sums M x N signed terms that largely cancel (each
+        // row's dS sums to zero), which amplifies the relative error: 5e-3 for float16.
+        const double cap_tol = dt == mf::DType::Float16 ? 5e-3 : tol;
+        EXPECT_LT(rel_error(f.dlearn, d.dlearn), cap_tol) << what << " d(captured)";
       }
     }
   }

@@ -56,7 +56,10 @@ TEST_P(FlexFusedFixture, MatchesPyTorch) {
     o.scale = cs.scale;
     o.enable_gqa = q.size(1) != k.size(1);
     o.return_lse = true;
-    o.kernel = mf::FlexKernel::Fused;
+    // The fused kernels take head dims that are multiples of 8; the fixtures with D = 4 or
+    // Dv = 12 check that Auto falls back to the dense path with the same results.
+    const bool fusable = q.size(3) % 8 == 0 && v.size(3) % 8 == 0;
+    o.kernel = fusable ? mf::FlexKernel::Fused : mf::FlexKernel::Auto;
     mf::FlexAttentionResult r = mf::flex_attention(q, k, v, o);
     r.out.backward(gpu.at(p + "grad_out").to(dt));
     const std::string what = p + mf::dtype_name(dt);

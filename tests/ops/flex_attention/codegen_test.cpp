@@ -106,6 +106,28 @@ TEST(FlexCodegen, DocumentMask) {
             kDocument);
 }
 
+// & | ^ ~ on bool values (PyTorch users write masks this way) and on integers.
+TEST(FlexCodegen, BitwiseOps) {
+  EXPECT_EQ(mask_src([](const T&, const T&, const T& q, const T& kv) {
+              const T causal = q >= kv;  // one operand per statement: a fixed node order
+              const T far = ~(q > kv + 3);
+              return causal & far;
+            }),
+            "__device__ __forceinline__ bool mask_mod(int b, int h, int q, int kv,\n"
+            "                                         const FlexCaptured& cap) {\n"
+            "  const bool v4 = q >= kv;\n"
+            "  const int v6 = kv + 3;\n"
+            "  const bool v7 = q > v6;\n"
+            "  const bool v8 = !v7;\n"
+            "  const bool v9 = v4 & v8;\n"
+            "  return v9;\n"
+            "}\n");
+  const std::string src = mask_src(
+      [](const T&, const T&, const T& q, const T& kv) { return ((q ^ kv) | (q & kv)) > 2; });
+  for (const char* part : {"q ^ kv", "q & kv", " | "})
+    EXPECT_NE(src.find(part), std::string::npos) << part << " missing in\n" << src;
+}
+
 // bias[q - kv + N]: the index is computed in int32 and widened for the bounds check.
 TEST(FlexCodegen, RelativeBias) {
   T bias = mf::from_vector(std::vector<double>(11, 0.5), {11}, {.dtype = mf::DType::Float32});
