@@ -77,7 +77,7 @@ graph::GraphModule trace_subgraph(const std::string& hop, const std::string& sub
 namespace {
 
 // Runs a traced subgraph with captured values taken from a node's inputs.
-SubgraphFn from_graph(std::shared_ptr<graph::Graph> g, TensorList captured) {
+SubgraphFn from_graph(std::shared_ptr<graph::Graph> g, const TensorList& captured) {
   return [g, captured](const TensorList& in) {
     TensorList all = in;
     all.insert(all.end(), captured.begin(), captured.end());
@@ -112,24 +112,24 @@ TensorList trace_hop(const HigherOrderOperator& hop, const std::vector<SubgraphF
   return outs;
 }
 
-// Rebuilds a higher-order op call from a graph node: operands, then the subgraphs as
-// callables bound to their captured values.
-static void register_runner(const HigherOrderOperator* hop) {
-  graph::register_hop_runner(hop->name(), [hop](const graph::Node& n, const TensorList& in) {
+void register_hop_runner(const HigherOrderOperator& hop, SubgraphFactory make_fn) {
+  if (!make_fn) make_fn = from_graph;
+  const HigherOrderOperator* h = &hop;
+  graph::register_hop_runner(hop.name(), [h, make_fn](const graph::Node& n, const TensorList& in) {
     const int64_t nops = n.attrs.i("num_operands");
     const Shape& counts = n.attrs.ints("captured_counts");
     TensorList operands(in.begin(), in.begin() + nops);
     std::vector<SubgraphFn> fns;
     int64_t at = nops;
-    for (size_t i = 0; i < hop->subgraph_names().size(); ++i) {
+    for (size_t i = 0; i < h->subgraph_names().size(); ++i) {
       TensorList cap(in.begin() + at, in.begin() + at + counts[i]);
       at += counts[i];
-      fns.push_back(from_graph(n.subgraphs.at(hop->subgraph_names()[i]), cap));
+      fns.push_back(make_fn(n.subgraphs.at(h->subgraph_names()[i]), cap));
     }
     Attrs a;
     for (const auto& [name, v] : n.attrs.items())
       if (name != "num_operands" && name != "captured_counts") a.set(name, v);
-    return hop->call(fns, operands, a);
+    return h->call(fns, operands, a);
   });
 }
 
@@ -203,7 +203,7 @@ const HigherOrderOperator& cond_op() {
               check_same_outputs(t, f);
               return trace_hop(self, fns, {bops, bops}, ops, attrs, metas_of(t));
             });
-    register_runner(h);
+    register_hop_runner(*h);
     return h;
   }();
   return *op;

@@ -56,6 +56,15 @@ TensorList trace_hop(const HigherOrderOperator& hop, const std::vector<SubgraphF
                      const std::vector<TensorList>& subgraph_inputs, const TensorList& operands,
                      const Attrs& attrs, const std::vector<TensorMeta>& out_metas);
 
+// Turns a traced subgraph and the captured values bound to it into a callable.
+using SubgraphFactory =
+    std::function<SubgraphFn(std::shared_ptr<graph::Graph> g, const TensorList& captured)>;
+
+// Registers how GraphModule replays a node of `hop`: the node's operands, then each
+// subgraph made callable by `make_fn` (default: run the graph with its captured values
+// appended, checking shapes), and the node's attributes minus the tracing bookkeeping.
+void register_hop_runner(const HigherOrderOperator& hop, SubgraphFactory make_fn = {});
+
 // cond(pred, true_fn, false_fn, operands): runs one branch by a boolean scalar. Both
 // branches must return tensors of the same shapes and dtypes.
 TensorList cond(const Tensor& pred, const SubgraphFn& true_fn, const SubgraphFn& false_fn,

@@ -293,24 +293,16 @@ const HigherOrderOperator& backward_op() {
   return *op;
 }
 
+// Replayed flex_attention nodes get FlexGraphFn subgraphs, so a replay can take the fused
+// kernels too (their mods' captured tensors are operands: no captured values here).
 void register_runners() {
   static bool done = [] {
-    for (const HigherOrderOperator* h : {&forward_op(), &backward_op()}) {
-      graph::register_hop_runner(h->name(), [h](const graph::Node& n, const TensorList& in) {
-        const int64_t nops = n.attrs.i("num_operands");
-        TensorList operands(in.begin(), in.begin() + nops);
-        std::vector<SubgraphFn> fns;
-        for (const std::string& name : h->subgraph_names()) {
-          auto g = n.subgraphs.at(name);
-          fns.push_back(
-              [g](const TensorList& x) { return graph::GraphModule(g, {}).run_all(x, false); });
-        }
-        Attrs a;
-        for (const auto& [k, v] : n.attrs.items())
-          if (k != "num_operands" && k != "captured_counts") a.set(k, v);
-        return h->call(fns, operands, a);
-      });
-    }
+    auto make = [](std::shared_ptr<graph::Graph> g, const TensorList& captured) -> SubgraphFn {
+      MF_INTERNAL_ASSERT(captured.empty(), "flex_attention: a traced mod with bound captures");
+      return FlexGraphFn{std::move(g)};
+    };
+    register_hop_runner(forward_op(), make);
+    register_hop_runner(backward_op(), make);
     return true;
   }();
   (void)done;
