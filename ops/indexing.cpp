@@ -28,14 +28,6 @@ namespace microflex {
 
 namespace {
 
-TensorMeta make_meta(Shape sizes, DType dtype, Device device) {
-  TensorMeta m;
-  m.sizes = std::move(sizes);
-  m.dtype = dtype;
-  m.device = device;
-  return m;
-}
-
 bool is_index_dtype(DType t) {
   return t == DType::Int32 || t == DType::Int64;
 }

@@ -3,6 +3,7 @@
 // formulas, never by kernels.
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/dispatch.h"
@@ -24,5 +25,13 @@ Tensor sum_to(const Tensor& grad, const Shape& shape);
 // `t` as dtype `dt` (no copy when it already is).
 Tensor as_dtype(const Tensor& t, DType dt);
 std::string describe(const Tensor& t);  // "float32[2, 3] on cpu"
+// A contiguous output meta (the shape rules' usual answer).
+inline TensorMeta make_meta(Shape sizes, DType dtype, Device device) {
+  TensorMeta m;
+  m.sizes = std::move(sizes);
+  m.dtype = dtype;
+  m.device = device;
+  return m;
+}
 
 }  // namespace microflex

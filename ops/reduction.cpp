@@ -106,14 +106,6 @@ Shape dims_attr(const char* op, const Tensor& t, const Attrs& a) {
   return reduction_dims(a.ints("dims"), t.dim(), op);
 }
 
-TensorMeta make_meta(Shape sizes, DType dt, Device dev) {
-  TensorMeta m;
-  m.sizes = std::move(sizes);
-  m.dtype = dt;
-  m.device = dev;
-  return m;
-}
-
 TensorMeta reduced_meta(const Tensor& t, const Shape& rd, bool keepdim, DType dt) {
   return make_meta(reduced_shape(t.sizes(), rd, keepdim), dt, t.device());
 }

@@ -20,14 +20,6 @@ namespace microflex {
 
 namespace {
 
-TensorMeta make_meta(Shape sizes, DType dtype, Device device) {
-  TensorMeta m;
-  m.sizes = std::move(sizes);
-  m.dtype = dtype;
-  m.device = device;
-  return m;
-}
-
 // PyTorch skips 1-D empty tensors in cat whatever the other shapes are.
 bool skipped_in_cat(const Tensor& t) {
   return t.dim() == 1 && t.sizes()[0] == 0;
