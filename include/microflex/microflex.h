@@ -3,6 +3,7 @@
 #pragma once
 #include "autograd/grad_mode.h"
 #include "autograd/gradcheck.h"
+#include "core/anomaly.h"
 #include "core/device.h"
 #include "core/dispatch.h"
 #include "core/dtype.h"
