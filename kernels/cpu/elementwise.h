@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "kernels/cpu/fast_math.h"
 
 namespace microflex::cpu {
 
@@ -167,9 +168,17 @@ A int_pow(A base, A exp) {
   return static_cast<A>(result);
 }
 
-// gelu(x) = x * Phi(x), exact or with the tanh approximation.
+// gelu(x) = x * Phi(x), exact or with the tanh approximation. In float the tanh form is
+// written x * sigmoid(2u) (= 0.5 x (1 + tanh u)), which has no cancellation for negative
+// x, with the inlined exp_f32 (kernels/cpu/fast_math.h); float64 keeps the library tanh.
 template <typename A>
 A gelu(A x, bool tanh_approx) {
+  if constexpr (std::is_same_v<A, float>) {
+    if (tanh_approx) {
+      const float u = 0.7978845608f * (x + 0.044715f * x * x * x);
+      return x / (1.0f + exp_f32(-2.0f * u));
+    }
+  }
   if (tanh_approx) {
     const A k = std::sqrt(A(2) / A(M_PI));
     return A(0.5) * x * (A(1) + std::tanh(k * (x + A(0.044715) * x * x * x)));
@@ -177,9 +186,18 @@ A gelu(A x, bool tanh_approx) {
   return A(0.5) * x * (A(1) + std::erf(x * A(M_SQRT1_2)));
 }
 
-// d gelu(x) / dx.
+// d gelu(x) / dx; for the float tanh form, with s = sigmoid(2u):
+// s + 2 x s (1 - s) du/dx.
 template <typename A>
 A gelu_grad(A x, bool tanh_approx) {
+  if constexpr (std::is_same_v<A, float>) {
+    if (tanh_approx) {
+      const float k = 0.7978845608f;
+      const float u = k * (x + 0.044715f * x * x * x);
+      const float s = 1.0f / (1.0f + exp_f32(-2.0f * u));
+      return s + 2.0f * x * s * (1.0f - s) * k * (1.0f + 3.0f * 0.044715f * x * x);
+    }
+  }
   if (tanh_approx) {
     const A k = std::sqrt(A(2) / A(M_PI));
     const A inner = k * (x + A(0.044715) * x * x * x);
