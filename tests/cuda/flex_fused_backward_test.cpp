@@ -13,14 +13,6 @@ using T = mf::Tensor;
 
 namespace {
 
-T rnd(const mf::Shape& s, uint32_t seed, mf::DType dt, double sd = 1.0) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> n(0.0, sd);
-  std::vector<double> v(static_cast<size_t>(mf::shape_numel(s)));
-  for (auto& x : v) x = n(gen);
-  return mf::from_vector(v, s).to(dt).to(mf::Device::cuda());
-}
-
 mf::MaskMod causal() {
   return [](const T&, const T&, const T& q, const T& kv) { return q >= kv; };
 }
@@ -58,16 +50,16 @@ struct Case {
 
 std::vector<Case> cases() {
   std::vector<Case> c;
-  T slopes = mf::abs(rnd({4}, 11, mf::DType::Float32, 0.3)).requires_grad_();
+  T slopes = mf::abs(mftest::randn_on_gpu({4}, 11, mf::DType::Float32, 0.3)).requires_grad_();
   mf::ScoreMod alibi = [slopes](const T& s, const T&, const T& h, const T& q, const T& kv) {
     return s + slopes.index({h}) * (kv - q);
   };
   const int64_t N = 300;
-  T bias = rnd({2 * N + 1}, 12, mf::DType::Float32, 0.5).requires_grad_();
+  T bias = mftest::randn_on_gpu({2 * N + 1}, 12, mf::DType::Float32, 0.5).requires_grad_();
   mf::ScoreMod relbias = [bias, N](const T& s, const T&, const T&, const T& q, const T& kv) {
     return s + bias.index({q - kv + N});
   };
-  T hbias = rnd({4, 200, 250}, 13, mf::DType::Float32, 0.5).requires_grad_();
+  T hbias = mftest::randn_on_gpu({4, 200, 250}, 13, mf::DType::Float32, 0.5).requires_grad_();
   mf::ScoreMod fullbias = [hbias](const T& s, const T&, const T& h, const T& q, const T& kv) {
     return s + hbias.index({h, q, kv});
   };
@@ -128,19 +120,6 @@ Grads run(const Case& c, const T& q0, const T& k0, const T& v0, const T& go, mf:
   return g;
 }
 
-// ||got - want|| / ||want|| over all elements, in float64.
-double rel_error(const T& got, const T& want) {
-  const auto g = got.to(mf::Device::cpu()).to_vector<double>();
-  const auto w = want.to(mf::Device::cpu()).to_vector<double>();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    const double d = g[i] - w[i];
-    num += std::isfinite(d) ? d * d : 1e300;
-    den += w[i] * w[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
 class FlexFusedBackwardTest : public mftest::CudaTest {};
 
 // Tolerance, relative in the 2-norm: bfloat16 1e-2 (8-bit mantissa: besides the rounded
@@ -152,24 +131,24 @@ TEST_F(FlexFusedBackwardTest, MatchesDense) {
   uint32_t seed = 500;
   for (const Case& c : cases()) {
     for (auto dt : {mf::DType::BFloat16, mf::DType::Float16, mf::DType::Float32}) {
-      const T q = rnd({c.B, c.Hq, c.M, c.D}, seed++, dt);
-      const T k = rnd({c.B, c.Hkv, c.N, c.D}, seed++, dt);
-      const T v = rnd({c.B, c.Hkv, c.N, c.Dv}, seed++, dt);
-      const T go = rnd({c.B, c.Hq, c.M, c.Dv}, seed++, dt);
+      const T q = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.D}, seed++, dt);
+      const T k = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.D}, seed++, dt);
+      const T v = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.Dv}, seed++, dt);
+      const T go = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.Dv}, seed++, dt);
       const double tol = dt == mf::DType::BFloat16 ? 1e-2 : dt == mf::DType::Float16 ? 2e-3 : 1e-4;
       const Grads f = run(c, q, k, v, go, mf::FlexKernel::Fused);
       const Grads d = run(c, q, k, v, go, mf::FlexKernel::Dense);
       const std::string what = std::string(c.name) + " " + mf::dtype_name(dt);
-      EXPECT_LT(rel_error(f.out, d.out), tol) << what << " out";
-      EXPECT_LT(rel_error(f.dq, d.dq), tol) << what << " dq";
-      EXPECT_LT(rel_error(f.dk, d.dk), tol) << what << " dk";
-      EXPECT_LT(rel_error(f.dv, d.dv), tol) << what << " dv";
+      EXPECT_LT(mftest::rel_error_2norm(f.out, d.out), tol) << what << " out";
+      EXPECT_LT(mftest::rel_error_2norm(f.dq, d.dq), tol) << what << " dq";
+      EXPECT_LT(mftest::rel_error_2norm(f.dk, d.dk), tol) << what << " dk";
+      EXPECT_LT(mftest::rel_error_2norm(f.dv, d.dv), tol) << what << " dv";
       if (c.learnable.defined()) {
         ASSERT_TRUE(f.dlearn.defined()) << what;
         // A captured tensor's gradient sums M x N signed terms that largely cancel (each
         // row's dS sums to zero), which amplifies the relative error: 5e-3 for float16.
         const double cap_tol = dt == mf::DType::Float16 ? 5e-3 : tol;
-        EXPECT_LT(rel_error(f.dlearn, d.dlearn), cap_tol) << what << " d(captured)";
+        EXPECT_LT(mftest::rel_error_2norm(f.dlearn, d.dlearn), cap_tol) << what << " d(captured)";
       }
     }
   }
@@ -181,8 +160,10 @@ TEST_F(FlexFusedBackwardTest, DeterministicCapturedGrads) {
   const Case c = cases()[6];  // relative_bias_learnable
   ASSERT_STREQ(c.name, "relative_bias_learnable");
   const auto dt = mf::DType::BFloat16;
-  const T q = rnd({c.B, c.Hq, c.M, c.D}, 1, dt), k = rnd({c.B, c.Hkv, c.N, c.D}, 2, dt),
-          v = rnd({c.B, c.Hkv, c.N, c.Dv}, 3, dt), go = rnd({c.B, c.Hq, c.M, c.Dv}, 4, dt);
+  const T q = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.D}, 1, dt),
+          k = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.D}, 2, dt),
+          v = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.Dv}, 3, dt),
+          go = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.Dv}, 4, dt);
   const Grads a = run(c, q, k, v, go, mf::FlexKernel::Fused, true);
   const Grads b = run(c, q, k, v, go, mf::FlexKernel::Fused, true);
   const Grads d = run(c, q, k, v, go, mf::FlexKernel::Dense);
@@ -190,7 +171,7 @@ TEST_F(FlexFusedBackwardTest, DeterministicCapturedGrads) {
             b.dlearn.to(mf::Device::cpu()).to_vector<float>());
   EXPECT_EQ(a.dq.to(mf::Device::cpu()).to_vector<float>(),
             b.dq.to(mf::Device::cpu()).to_vector<float>());
-  EXPECT_LT(rel_error(a.dlearn, d.dlearn), 1e-2);
+  EXPECT_LT(mftest::rel_error_2norm(a.dlearn, d.dlearn), 1e-2);
 }
 
 // B=1, H=16, M=N=65536, D=128 bf16, causal: forward and backward take under 64 MB of device
@@ -199,22 +180,22 @@ TEST_F(FlexFusedBackwardTest, LargeSequenceMemory) {
   const int64_t H = 16, S = 65536, D = 128;
   const auto dt = mf::DType::BFloat16;
   const mf::Device dev = mf::Device::cuda();
-  const T q0 = rnd({1, H, 1024, D}, 5, dt)
+  const T q0 = mftest::randn_on_gpu({1, H, 1024, D}, 5, dt)
                    .expand({64, H, 1024, D})
                    .permute({1, 0, 2, 3})
                    .contiguous()
                    .reshape({1, H, S, D});
-  const T k0 = rnd({1, H, 1024, D}, 6, dt)
+  const T k0 = mftest::randn_on_gpu({1, H, 1024, D}, 6, dt)
                    .expand({64, H, 1024, D})
                    .permute({1, 0, 2, 3})
                    .contiguous()
                    .reshape({1, H, S, D});
-  const T v0 = rnd({1, H, 1024, D}, 7, dt)
+  const T v0 = mftest::randn_on_gpu({1, H, 1024, D}, 7, dt)
                    .expand({64, H, 1024, D})
                    .permute({1, 0, 2, 3})
                    .contiguous()
                    .reshape({1, H, S, D});
-  const T go = rnd({1, H, 1024, D}, 8, dt)
+  const T go = mftest::randn_on_gpu({1, H, 1024, D}, 8, dt)
                    .expand({64, H, 1024, D})
                    .permute({1, 0, 2, 3})
                    .contiguous()

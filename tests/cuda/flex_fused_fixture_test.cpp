@@ -14,20 +14,6 @@ namespace {
 using flex_fixtures::Case;
 using flex_fixtures::Fixture;
 
-// ||got - want|| / ||want|| in float64.
-double rel_error(const mf::Tensor& got, const mf::Tensor& want) {
-  const auto g = got.to(mf::Device::cpu()).to_vector<double>();
-  const auto w = want.to(mf::Device::cpu()).to_vector<double>();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    if (std::isinf(w[i]) && g[i] == w[i]) continue;
-    const double d = g[i] - w[i];
-    num += std::isfinite(d) ? d * d : 1e300;
-    den += std::isfinite(w[i]) ? w[i] * w[i] : 0.0;
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
 class FlexFusedFixture : public mftest::CudaTest,
                          public ::testing::WithParamInterface<std::string> {};
 
@@ -63,13 +49,14 @@ TEST_P(FlexFusedFixture, MatchesPyTorch) {
     mf::FlexAttentionResult r = mf::flex_attention(q, k, v, o);
     r.out.backward(gpu.at(p + "grad_out").to(dt));
     const std::string what = p + mf::dtype_name(dt);
-    EXPECT_LT(rel_error(r.out, host.at(p + "out")), tol) << what << " out";
-    EXPECT_LT(rel_error(r.lse, host.at(p + "lse")), tol) << what << " lse";
-    EXPECT_LT(rel_error(q.grad(), host.at(p + "dq")), tol) << what << " dq";
-    EXPECT_LT(rel_error(k.grad(), host.at(p + "dk")), tol) << what << " dk";
-    EXPECT_LT(rel_error(v.grad(), host.at(p + "dv")), tol) << what << " dv";
+    EXPECT_LT(mftest::rel_error_2norm(r.out, host.at(p + "out"), true), tol) << what << " out";
+    EXPECT_LT(mftest::rel_error_2norm(r.lse, host.at(p + "lse"), true), tol) << what << " lse";
+    EXPECT_LT(mftest::rel_error_2norm(q.grad(), host.at(p + "dq"), true), tol) << what << " dq";
+    EXPECT_LT(mftest::rel_error_2norm(k.grad(), host.at(p + "dk"), true), tol) << what << " dk";
+    EXPECT_LT(mftest::rel_error_2norm(v.grad(), host.at(p + "dv"), true), tol) << what << " dv";
     if (learn.defined())
-      EXPECT_LT(rel_error(learn.grad(), host.at(p + "dbias")), tol) << what << " dbias";
+      EXPECT_LT(mftest::rel_error_2norm(learn.grad(), host.at(p + "dbias"), true), tol)
+          << what << " dbias";
   }
 }
 

@@ -14,14 +14,6 @@ using T = mf::Tensor;
 
 namespace {
 
-T rnd(const mf::Shape& s, uint32_t seed, mf::DType dt) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> n(0.0, 1.0);
-  std::vector<double> v(static_cast<size_t>(mf::shape_numel(s)));
-  for (auto& x : v) x = n(gen);
-  return mf::from_vector(v, s).to(dt).to(mf::Device::cuda());
-}
-
 mf::MaskMod causal() {
   return [](const T&, const T&, const T& q, const T& kv) { return q >= kv; };
 }
@@ -54,7 +46,7 @@ std::vector<Case> cases() {
     return doc.index({q}) == doc.index({kv});
   };
   const int64_t N = 300;
-  T bias = rnd({2 * N + 1}, 7, f32);
+  T bias = mftest::randn_on_gpu({2 * N + 1}, 7, f32);
   mf::ScoreMod relbias = [bias, N](const T& s, const T&, const T&, const T& q, const T& kv) {
     return s + bias.index({q - kv + N});
   };
@@ -117,9 +109,9 @@ class FlexFusedTest : public mftest::CudaTest {};
 TEST_F(FlexFusedTest, MatchesDense) {
   uint32_t seed = 100;
   for (const Case& c : cases()) {
-    const T q = rnd({c.B, c.Hq, c.M, c.D}, seed++, c.dtype);
-    const T k = rnd({c.B, c.Hkv, c.N, c.D}, seed++, c.dtype);
-    const T v = rnd({c.B, c.Hkv, c.N, c.Dv}, seed++, c.dtype);
+    const T q = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.D}, seed++, c.dtype);
+    const T k = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.D}, seed++, c.dtype);
+    const T v = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.Dv}, seed++, c.dtype);
     const double tol = c.dtype == mf::DType::Float32 ? 1e-4 : 1e-2;
     if (c.dtype == mf::DType::Float32 && std::max(c.D, c.Dv) > 128) continue;
     const auto fused = run(c, q, k, v, mf::FlexKernel::Fused);
@@ -148,8 +140,9 @@ TEST_F(FlexFusedTest, FullyMaskedRows) {
          [](const T&, const T&, const T& q, const T& kv) {
            return mf::logical_and(q >= 100, q >= kv);
          }};
-  const T q = rnd({1, 2, 200, 64}, 1, c.dtype), k = rnd({1, 2, 200, 64}, 2, c.dtype),
-          v = rnd({1, 2, 200, 64}, 3, c.dtype);
+  const T q = mftest::randn_on_gpu({1, 2, 200, 64}, 1, c.dtype),
+          k = mftest::randn_on_gpu({1, 2, 200, 64}, 2, c.dtype),
+          v = mftest::randn_on_gpu({1, 2, 200, 64}, 3, c.dtype);
   const auto r = run(c, q, k, v, mf::FlexKernel::Fused);
   const auto out = r.out.to(mf::Device::cpu()).to_vector<double>();
   const auto lse = r.lse.to(mf::Device::cpu()).to_vector<double>();
@@ -165,9 +158,9 @@ TEST_F(FlexFusedTest, FullyMaskedRows) {
 // Head dims past 128 have a fused forward but no fused backward: Auto falls back to the
 // dense backward, Fused says why it cannot run.
 TEST_F(FlexFusedTest, LargeHeadDimBackwardIsDense) {
-  T q = rnd({1, 2, 64, 192}, 4, mf::DType::BFloat16).requires_grad_();
-  const T k = rnd({1, 2, 64, 192}, 5, mf::DType::BFloat16),
-          v = rnd({1, 2, 64, 192}, 6, mf::DType::BFloat16);
+  T q = mftest::randn_on_gpu({1, 2, 64, 192}, 4, mf::DType::BFloat16).requires_grad_();
+  const T k = mftest::randn_on_gpu({1, 2, 64, 192}, 5, mf::DType::BFloat16),
+          v = mftest::randn_on_gpu({1, 2, 64, 192}, 6, mf::DType::BFloat16);
   mf::FlexAttentionOptions o;
   o.kernel = mf::FlexKernel::Fused;
   T out = mf::flex_attention(q, k, v, o).out;
@@ -181,13 +174,13 @@ TEST_F(FlexFusedTest, LargeHeadDimBackwardIsDense) {
 
 // An out-of-range captured index raises like the dense path instead of reading past it.
 TEST_F(FlexFusedTest, IndexOutOfRange) {
-  T bias = rnd({10}, 8, mf::DType::Float32);
+  T bias = mftest::randn_on_gpu({10}, 8, mf::DType::Float32);
   mf::FlexAttentionOptions o;
   o.kernel = mf::FlexKernel::Fused;
   o.score_mod = [bias](const T& s, const T&, const T&, const T& q, const T&) {
     return s + bias.index({q});
   };
-  const T x = rnd({1, 1, 64, 64}, 9, mf::DType::Float32);
+  const T x = mftest::randn_on_gpu({1, 1, 64, 64}, 9, mf::DType::Float32);
   mftest::expect_error(
       [&] { mf::flex_attention(x, x, x, o); },
       {"flex_attention: score_mod: index", "out of bounds for dim 0 with size 10"});
@@ -204,7 +197,7 @@ TEST_F(FlexFusedTest, DiskCache) {
   o.kernel = mf::FlexKernel::Fused;
   // A score_mod with a constant no other test uses, so the kernel is not in memory yet.
   o.score_mod = [](const T& s, const T&, const T&, const T&, const T&) { return s * 0.987654321; };
-  const T x = rnd({1, 2, 100, 64}, 10, mf::DType::Float32);
+  const T x = mftest::randn_on_gpu({1, 2, 100, 64}, 10, mf::DType::Float32);
   mf::flex_attention(x, x, x, o);
   auto count = [&] {
     size_t n = 0;
@@ -214,7 +207,7 @@ TEST_F(FlexFusedTest, DiskCache) {
   };
   ASSERT_TRUE(std::filesystem::exists(dir));
   EXPECT_EQ(count(), 1u);
-  const T y = rnd({2, 2, 77, 64}, 11, mf::DType::Float32);
+  const T y = mftest::randn_on_gpu({2, 2, 77, 64}, 11, mf::DType::Float32);
   mf::flex_attention(y, y, y, o);
   EXPECT_EQ(count(), 1u);
   unsetenv("MICROFLEX_CACHE_DIR");
