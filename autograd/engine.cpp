@@ -7,6 +7,7 @@
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
 #include "core/anomaly.h"
+#include "core/profiler.h"
 #include "ops/elementwise.h"
 
 namespace microflex {
@@ -140,6 +141,7 @@ void run_backward(const TensorList& roots, const TensorList& grads, bool retain_
   };
 
   NoGradGuard no_grad;
+  profiler::BackwardPhaseGuard backward_phase;
   for (size_t i = 0; i < roots.size(); ++i) {
     const Edge e = gradient_edge(roots[i]);
     MF_CHECK(e.valid(), "backward: tensor ", i,

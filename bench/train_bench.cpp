@@ -1,8 +1,10 @@
 // Training throughput on the GPU: tokens/s and peak memory of full training steps
 // (forward, backward, AdamW) with bf16 mixed precision, plus the share of the step spent in
 // attention (flex_attention forward+backward timed alone at the same shapes).
-// Usage: train_bench [small|gpt2]   (small: 6 layers, 6 heads, 384 wide, context 256,
-// batch 64, byte vocabulary; gpt2: GPT-2 small at context 1024, batch 8).
+// Usage: train_bench [small|gpt2] [--profile]   (small: 6 layers, 6 heads, 384 wide,
+// context 256, batch 64, byte vocabulary; gpt2: GPT-2 small at context 1024, batch 8).
+// --profile also prints the op profiler's table over 3 steps and the host time it takes to
+// queue one step (the step is launch-bound when that is close to the step time).
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -27,6 +29,7 @@ double seconds_since(Clock::time_point t0) {
 
 int main(int argc, char** argv) {
   const std::string which = argc > 1 ? argv[1] : "small";
+  const bool profile = argc > 2 && std::string(argv[2]) == "--profile";
   if (!mf::cuda_available()) {
     std::printf("no CUDA device\n");
     return 0;
@@ -52,8 +55,10 @@ int main(int argc, char** argv) {
   model.to(gpu);
   mf::MixedPrecision mp(master, model);
   mf::AdamW opt(master.named_parameters(), {.lr = 3e-4, .weight_decay = 0.1});
-  const mf::Tensor idx = mf::randint(0, cfg.vocab_size, {B, T}, {.dtype = mf::DType::Int64, .device = gpu});
-  const mf::Tensor tgt = mf::randint(0, cfg.vocab_size, {B, T}, {.dtype = mf::DType::Int64, .device = gpu});
+  const mf::Tensor idx =
+      mf::randint(0, cfg.vocab_size, {B, T}, {.dtype = mf::DType::Int64, .device = gpu});
+  const mf::Tensor tgt =
+      mf::randint(0, cfg.vocab_size, {B, T}, {.dtype = mf::DType::Int64, .device = gpu});
   auto step = [&] {
     mf::Tensor loss = model.forward(idx, tgt).loss;
     loss.backward();
@@ -87,10 +92,28 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 3; ++i) attn();
   const double attn_secs = seconds_since(t1) / 3 * cfg.n_layer;
   std::printf(
-      "{\"impl\": \"microflex\", \"model\": \"%s\", \"B\": %ld, \"T\": %ld, \"tokens_per_s\": %.0f, "
+      "{\"impl\": \"microflex\", \"model\": \"%s\", \"B\": %ld, \"T\": %ld, \"tokens_per_s\": "
+      "%.0f, "
       "\"step_ms\": %.1f, \"peak_GiB\": %.2f, \"attention_ms_per_step\": %.1f, "
       "\"attention_share\": %.2f}\n",
       which.c_str(), long(B), long(T), tok_s, 1e3 * secs / steps, peak_gib, 1e3 * attn_secs,
       attn_secs / (secs / steps));
+  if (profile) {
+    mf::cuda::synchronize();
+    const auto t2 = Clock::now();
+    step();
+    const double queue_ms = 1e3 * std::chrono::duration<double>(Clock::now() - t2).count();
+    mf::cuda::synchronize();
+    const int prof_steps = 3;
+    mf::profiler::start();
+    const auto t3 = Clock::now();
+    for (int i = 0; i < prof_steps; ++i) step();
+    const double prof_ms = 1e3 * seconds_since(t3);
+    const auto rows = mf::profiler::stop();
+    std::printf("host time to queue one step: %.1f ms (step %.1f ms)\n", queue_ms,
+                1e3 * secs / steps);
+    std::printf("op profile over %d steps:\n%s", prof_steps,
+                mf::profiler::format_table(rows, prof_ms, 60).c_str());
+  }
   return 0;
 }

@@ -2,10 +2,12 @@
 
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <unordered_map>
 
 #include "core/anomaly.h"
+#include "core/profiler.h"
 
 namespace microflex {
 
@@ -160,8 +162,17 @@ void check_no_internal_overlap(const OpDef& op, const Tensor& t) {
   for (int64_t d = 0; d < t.dim(); ++d)
     MF_CHECK(t.sizes()[d] <= 1 || t.strides()[d] != 0, op.name,
              ": unsupported in-place write into a tensor where several elements share one "
-             "memory location (shape ", shape_str(t.sizes()), ", strides ", shape_str(t.strides()),
-             "); clone() it first");
+             "memory location (shape ",
+             shape_str(t.sizes()), ", strides ", shape_str(t.strides()), "); clone() it first");
+}
+
+int profile_device(DispatchKey key, const TensorList& in, const TensorList& outs,
+                   const Attrs& attrs) {
+  if (key != DispatchKey::CUDA) return -1;
+  for (const TensorList* list : {&in, &outs})
+    for (const Tensor& t : *list)
+      if (t.defined() && t.device().is_cuda()) return t.device().index;
+  return attrs.has("device") ? attrs.device("device").index : 0;
 }
 
 TensorList backend_kernel(const OpDef& op, DispatchKey key, const TensorList& in,
@@ -173,6 +184,8 @@ TensorList backend_kernel(const OpDef& op, DispatchKey key, const TensorList& in
   MF_CHECK(fn != nullptr, op.name, ": no ", dispatch_key_name(key), " kernel is registered");
   // A failed CUDA call inside a kernel reports the CUDA error and where; say which op too.
   auto run = [&](const TensorList& outs) {
+    std::optional<profiler::detail::Scope> prof;
+    if (profiler::enabled()) prof.emplace(op.name.c_str(), profile_device(key, in, outs, attrs));
     try {
       fn(in, outs, attrs);
     } catch (const Error& e) {

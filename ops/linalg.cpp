@@ -189,6 +189,15 @@ void matmul_cuda(const Tensor& a, const Tensor& b, const Tensor& out) {
     return;
   }
   const bool floating = is_floating(a.dtype());
+  // [*, M, K] @ [K, N] with a contiguous: one GEMM over batch * M rows, which cuBLAS runs
+  // faster than a batch of GEMMs that share one B.
+  if (b.dim() == 2 && a.dim() > 2 && a.is_contiguous()) {
+    const GpuOperand ga = gpu_operand(a.reshape({batch * s.M, s.K}), Shape{}, floating);
+    const GpuOperand gb = gpu_operand(b, Shape{}, floating);
+    cuda::matmul(dev, a.dtype(), 1, batch * s.M, s.N, s.K, ga.m, gb.m, out.raw_data(),
+                 cuda::allow_tf32());
+    return;
+  }
   const GpuOperand ga = gpu_operand(a.dim() == 1 ? a.unsqueeze(0) : a, s.batch, floating);
   const GpuOperand gb = gpu_operand(b.dim() == 1 ? b.unsqueeze(1) : b, s.batch, floating);
   cuda::matmul(dev, a.dtype(), batch, s.M, s.N, s.K, ga.m, gb.m, out.raw_data(),
@@ -235,8 +244,14 @@ void register_linalg_ops(Dispatcher& d) {
         TensorList r(2);
         if (ctx.needs(0))
           r[0] = sum_to(matmul(g, bm.transpose(-1, -2)), am.sizes()).reshape(a.sizes());
-        if (ctx.needs(1))
+        if (ctx.needs(1) && b.dim() <= 2 && am.dim() > 2) {
+          // A shared [K, N] operand: fold the batch into the contraction, [K, batch*M] @
+          // [batch*M, N], instead of a batch of products summed afterwards.
+          const int64_t K = am.sizes().back(), N = g.sizes().back();
+          r[1] = matmul(am.reshape({-1, K}).transpose(0, 1), g.reshape({-1, N})).reshape(b.sizes());
+        } else if (ctx.needs(1)) {
           r[1] = sum_to(matmul(am.transpose(-1, -2), g), bm.sizes()).reshape(b.sizes());
+        }
         return r;
       });
 }

@@ -149,6 +149,22 @@ void write_rows(const Tensor& out, const RowLayout& l, F fill) {
   v.copy_(tmp);
 }
 
+// Whether the sorted reduced dims `rd` are one adjacent run, and then the [outer, R, inner]
+// view of `sizes` around it.
+bool middle_block(const Shape& sizes, const Shape& rd, int64_t* outer, int64_t* r, int64_t* inner) {
+  if (rd.empty() || rd.back() - rd.front() + 1 != static_cast<int64_t>(rd.size())) return false;
+  *outer = *r = *inner = 1;
+  for (int64_t i = 0; i < static_cast<int64_t>(sizes.size()); ++i) {
+    if (i < rd.front())
+      *outer *= sizes[i];
+    else if (i <= rd.back())
+      *r *= sizes[i];
+    else
+      *inner *= sizes[i];
+  }
+  return true;
+}
+
 // [outer, R, inner] around `dim` of a tensor of `sizes`.
 void split_at_dim(const Shape& sizes, int64_t dim, int64_t* outer, int64_t* r, int64_t* inner) {
   *outer = *r = *inner = 1;
@@ -525,8 +541,15 @@ void register_reduction_ops(Dispatcher& d) {
 
 #ifdef MICROFLEX_WITH_CUDA
   sum_op.set_cuda([](const TensorList& in, const TensorList& out, const Attrs& a) {
-    int64_t outer, r;
-    const Tensor rows = rows_for_reduction(in[0], dims_attr("sum", in[0], a), &outer, &r);
+    int64_t outer, r, inner;
+    const Shape rd = dims_attr("sum", in[0], a);
+    if (in[0].is_contiguous() && middle_block(in[0].sizes(), rd, &outer, &r, &inner) && inner > 1 &&
+        outer <= 65535) {
+      cuda::sum_columns(device_index(in[0]), in[0].raw_data(), in[0].dtype(), out[0].raw_data(),
+                        out[0].dtype(), outer, r, inner);
+      return;
+    }
+    const Tensor rows = rows_for_reduction(in[0], rd, &outer, &r);
     cuda::sum_rows(device_index(rows), rows.raw_data(), rows.dtype(), out[0].raw_data(),
                    out[0].dtype(), outer, r);
   });

@@ -2,8 +2,9 @@
 # On the GPU machine (see ../shared/device/README.md): build with CUDA for the card,
 # run the whole test suite with the GPU tests on, optionally compute-sanitizer and the
 # benchmarks next to PyTorch. Logs go to $OUT (or out/gpu). Usage:
-#   bash tools/gpu_check.sh [tests] [sanitize] [bench] [flexbench]
-# MICROFLEX_TEST_FILTER narrows `tests`; MICROFLEX_SANITIZE_FILTER narrows `sanitize`.
+#   bash tools/gpu_check.sh [tests] [sanitize] [bench] [flexbench] [train]
+# MICROFLEX_TEST_FILTER narrows `tests`; MICROFLEX_SANITIZE_FILTER narrows `sanitize`;
+# MICROFLEX_BUILD_TARGETS (e.g. "microflex_tests train_bench") builds only those targets.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out/gpu}
@@ -14,12 +15,17 @@ if ! cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMICROFLEX_CUD
     -DCMAKE_CUDA_ARCHITECTURES="$arch" >"$out/configure.log" 2>&1; then
   tail -30 "$out/configure.log"; exit 1
 fi
-if ! cmake --build build-gpu -j"$(nproc)" >"$out/build.log" 2>&1; then
+targets=()
+for t in ${MICROFLEX_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
+if ! cmake --build build-gpu -j"$(nproc)" "${targets[@]}" >"$out/build.log" 2>&1; then
   grep -E "error" -A5 "$out/build.log" | head -80; exit 1
 fi
 echo "build ok"
 for step in "$@"; do
   case $step in
+    train)
+      # Training throughput with the op profile of three steps (bench/train_bench.cpp).
+      for model in small gpt2; do ./build-gpu/bench/train_bench "$model" --profile; done ;;
     tests)
       ./build-gpu/tests/microflex_tests --gtest_brief=1 --gtest_filter="${MICROFLEX_TEST_FILTER:-*}" >"$out/tests.log" 2>&1
       echo "tests rc=$?"

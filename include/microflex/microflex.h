@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/fake.h"
 #include "core/graph.h"
+#include "core/profiler.h"
 #include "core/serialize.h"
 #include "core/tensor.h"
 #include "models/attention.h"

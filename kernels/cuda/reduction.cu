@@ -262,6 +262,86 @@ __global__ void scatter_selected_kernel(const T* g, const int64_t* idx, T* dx, i
   }
 }
 
+// Note [Column sums]
+// A sum over leading or middle dims of a contiguous tensor, [outer, R, inner] -> [outer,
+// inner] (a bias gradient sums [B*T, C] over its rows), would need a transposing copy to
+// become rows. Instead a block takes 32 adjacent columns (a warp reads 32 consecutive
+// elements of a row) and 8 row lanes; the R rows of a column are cut into `splits` chunks
+// when outer * column tiles is too few blocks to fill the GPU. Each block reduces its
+// chunk through shared memory into partial[o, split, i], and a second kernel adds a
+// column's partials in split order: no atomics, so the result is deterministic.
+constexpr int kColTile = 32;
+constexpr int kColLanes = 8;
+
+template <typename T, typename S, typename O>
+__global__ void __launch_bounds__(kColTile* kColLanes)
+    sum_columns_kernel(const T* x, int64_t r, int64_t inner, int64_t splits, int64_t chunk,
+                       S* partial, O* out) {
+  __shared__ S red[kColLanes][kColTile + 1];
+  const int64_t col = blockIdx.x * int64_t(kColTile) + threadIdx.x;
+  const int64_t o = blockIdx.y / splits;
+  const int64_t split = blockIdx.y % splits;
+  const int64_t r0 = split * chunk;
+  const int64_t r1 = r0 + chunk < r ? r0 + chunk : r;
+  S acc_v = S(0);
+  if (col < inner) {
+    const T* base = x + o * r * inner + col;
+    for (int64_t row = r0 + threadIdx.y; row < r1; row += kColLanes)
+      acc_v += static_cast<S>(load(base + row * inner));
+  }
+  red[threadIdx.y][threadIdx.x] = acc_v;
+  __syncthreads();
+  if (threadIdx.y != 0 || col >= inner) return;
+  S total = S(0);
+  for (int l = 0; l < kColLanes; ++l) total += red[l][threadIdx.x];
+  if (partial)
+    partial[(o * splits + split) * inner + col] = total;
+  else
+    store(out + o * inner + col, total);
+}
+
+template <typename S, typename O>
+__global__ void sum_column_partials_kernel(const S* partial, int64_t outer, int64_t splits,
+                                           int64_t inner, O* out) {
+  const int64_t n = outer * inner;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t o = e / inner, i = e % inner;
+    S total = S(0);
+    for (int64_t sp = 0; sp < splits; ++sp) total += partial[(o * splits + sp) * inner + i];
+    store(out + e, total);
+  }
+}
+
+template <typename T, typename S, typename O>
+void sum_columns_impl(int device, const T* x, O* out, int64_t outer, int64_t r, int64_t inner) {
+  set_device(device);
+  auto s = static_cast<cudaStream_t>(stream(device));
+  const int64_t tiles = ceil_div(inner, int64_t(kColTile));
+  const int64_t want = 4 * static_cast<int64_t>(sm_count(device));
+  int64_t splits = 1;
+  if (outer * tiles < want)
+    splits = std::min(ceil_div(want, outer * tiles), ceil_div(r, int64_t(64)));
+  splits = std::max<int64_t>(splits, 1);
+  const int64_t chunk = ceil_div(r, splits);
+  splits = ceil_div(r, chunk);
+  const dim3 block(kColTile, kColLanes);
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(outer * splits));
+  if (splits == 1) {
+    sum_columns_kernel<T, S, O><<<grid, block, 0, s>>>(x, r, inner, 1, chunk, nullptr, out);
+    MF_CUDA_CHECK(cudaGetLastError());
+    return;
+  }
+  Workspace ws(device, outer * splits * inner * static_cast<int64_t>(sizeof(S)));
+  sum_columns_kernel<T, S, O><<<grid, block, 0, s>>>(x, r, inner, splits, chunk, ws.as<S>(), out);
+  MF_CUDA_CHECK(cudaGetLastError());
+  const int64_t n = outer * inner;
+  sum_column_partials_kernel<S, O>
+      <<<static_cast<unsigned>(std::min<int64_t>(ceil_div(n, int64_t(256)), 4096)), 256, 0, s>>>(
+          ws.as<S>(), outer, splits, inner, out);
+  MF_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace
 
 void sum_rows(int device, const void* in, DType in_type, void* out, DType out_type, int64_t outer,
@@ -274,6 +354,22 @@ void sum_rows(int device, const void* in, DType in_type, void* out, DType out_ty
     } else {
       MF_INTERNAL_ASSERT(out_type == DType::Int64, "sum_rows: output dtype ", out_type);
       reduce_rows<T>(device, in, outer, r, SumOp<T, int64_t, int64_t>{static_cast<int64_t*>(out)});
+    }
+  });
+}
+
+void sum_columns(int device, const void* in, DType in_type, void* out, DType out_type,
+                 int64_t outer, int64_t r, int64_t inner) {
+  if (outer == 0 || inner == 0) return;
+  MF_CUDA_DISPATCH_ALL(in_type, [&] {
+    using T = scalar_t;
+    const T* x = static_cast<const T*>(in);
+    if constexpr (std::is_floating_point_v<acc<T>>) {
+      MF_INTERNAL_ASSERT(out_type == in_type, "sum_columns: output dtype ", out_type);
+      sum_columns_impl<T, acc<T>, T>(device, x, static_cast<T*>(out), outer, r, inner);
+    } else {
+      MF_INTERNAL_ASSERT(out_type == DType::Int64, "sum_columns: output dtype ", out_type);
+      sum_columns_impl<T, int64_t, int64_t>(device, x, static_cast<int64_t*>(out), outer, r, inner);
     }
   });
 }

@@ -12,6 +12,10 @@ namespace microflex::cuda {
 // out[o] = sum of row o; out_type is in_type for floating types, int64 otherwise.
 void sum_rows(int device, const void* in, DType in_type, void* out, DType out_type, int64_t outer,
               int64_t r);
+// out[o, i] = sum over r of x[o, r, i] for a contiguous [outer, R, inner] input, without a
+// transposing copy (Note [Column sums] in reduction.cu); dtypes as sum_rows.
+void sum_columns(int device, const void* in, DType in_type, void* out, DType out_type,
+                 int64_t outer, int64_t r, int64_t inner);
 // out[o] = mean of row o (NaN for empty rows); floating types.
 void mean_rows(int device, const void* in, DType type, void* out, int64_t outer, int64_t r);
 // Largest (is_max) or smallest element of each row and the index of its first occurrence;

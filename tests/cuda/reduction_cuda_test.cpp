@@ -65,6 +65,23 @@ std::vector<CpuGpuCase> reduction_cases() {
        [](const L& in) { return L{mf::sum(in[0], {0})}; },
        kAll,
        true},
+      // Column sums (Note [Column sums]): many rows split over blocks, leading and middle
+      // dims, as a bias gradient over [B, T, C] needs.
+      {"sum dim 0 of a tall matrix (split columns)",
+       {{16411, 97}},
+       [](const L& in) { return L{mf::sum(in[0], {0})}; },
+       kAll,
+       true},
+      {"sum dims 0,1 (bias gradient)",
+       {{7, 1025, 33}},
+       [](const L& in) { return L{mf::sum(in[0], {0, 1})}; },
+       kAll,
+       true},
+      {"sum middle dim, split",
+       {{3, 4099, 65}},
+       [](const L& in) { return L{mf::sum(in[0], {1})}; },
+       kFloat,
+       true},
       // mean
       {"mean all", {big}, [](const L& in) { return L{mf::mean(in[0])}; }, kFloat, true},
       {"mean dims 0,2 keepdim",
