@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
     const double queue_ms = 1e3 * std::chrono::duration<double>(Clock::now() - t2).count();
     mf::cuda::synchronize();
     const int prof_steps = 3;
-    mf::profiler::start();
+    mf::profiler::start({.record_shapes = true});
     const auto t3 = Clock::now();
     for (int i = 0; i < prof_steps; ++i) step();
     const double prof_ms = 1e3 * seconds_since(t3);

@@ -185,7 +185,8 @@ TensorList backend_kernel(const OpDef& op, DispatchKey key, const TensorList& in
   // A failed CUDA call inside a kernel reports the CUDA error and where; say which op too.
   auto run = [&](const TensorList& outs) {
     std::optional<profiler::detail::Scope> prof;
-    if (profiler::enabled()) prof.emplace(op.name.c_str(), profile_device(key, in, outs, attrs));
+    if (profiler::enabled())
+      prof.emplace(op.name.c_str(), profile_device(key, in, outs, attrs), in);
     try {
       fn(in, outs, attrs);
     } catch (const Error& e) {

@@ -41,6 +41,7 @@ struct Record {
 struct State {
   std::mutex mu;
   bool on = false;
+  ProfilerOptions options;
   std::vector<Record> records;
 #ifdef MICROFLEX_WITH_CUDA
   std::vector<cudaEvent_t> events;
@@ -66,10 +67,11 @@ bool enabled() {
   return state().on;
 }
 
-void start() {
+void start(const ProfilerOptions& options) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
   MF_CHECK(!s.on, "profiler::start: the profiler is already running");
+  s.options = options;
   s.records.clear();
 #ifdef MICROFLEX_WITH_CUDA
   s.events_used = 0;
@@ -145,12 +147,15 @@ BackwardPhaseGuard::~BackwardPhaseGuard() {
 
 namespace detail {
 
-Scope::Scope(const char* op_name, int device) {
+Scope::Scope(const char* op_name, int device, const TensorList& inputs) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
   if (!s.on) return;
   Record r;
-  r.key = t_backward ? std::string(op_name) + " (backward)" : std::string(op_name);
+  r.key = op_name;
+  if (s.options.record_shapes)
+    for (const Tensor& t : inputs) r.key += " " + (t.defined() ? shape_str(t.sizes()) : "-");
+  if (t_backward) r.key += " (backward)";
   r.device = device;
 #ifdef MICROFLEX_WITH_CUDA
   if (device >= 0) {

@@ -7,17 +7,24 @@
 #include <string>
 #include <vector>
 
+#include "core/tensor.h"
+
 namespace microflex::profiler {
 
 struct OpStats {
-  std::string name;  // op name, with " (backward)" for ops run by the autograd engine
+  std::string name;  // op name (+ input shapes), " (backward)" for ops the engine runs
   int64_t calls = 0;
   double host_ms = 0;    // wall time inside the backend kernel call (launch cost on CUDA)
   double device_ms = 0;  // summed event time on the device (0 for CPU ops)
 };
 
+struct ProfilerOptions {
+  // Also key each row by its inputs' shapes, e.g. "matmul [8, 1024, 768] [768, 50257]".
+  bool record_shapes = false;
+};
+
 // Starts collecting (clears earlier records). Nested starts are an error.
-void start();
+void start(const ProfilerOptions& options = {});
 // Stops collecting, waits for the recorded device work and returns the per-op totals,
 // largest device time first (then host time).
 std::vector<OpStats> stop();
@@ -41,7 +48,7 @@ class BackwardPhaseGuard {
 namespace detail {
 // Called by the dispatcher around a backend kernel; `device` is -1 for CPU ops.
 struct Scope {
-  Scope(const char* op_name, int device);
+  Scope(const char* op_name, int device, const TensorList& inputs);
   ~Scope();
   int record = -1;
   int64_t start_ns = 0;

@@ -244,11 +244,18 @@ void register_linalg_ops(Dispatcher& d) {
         TensorList r(2);
         if (ctx.needs(0))
           r[0] = sum_to(matmul(g, bm.transpose(-1, -2)), am.sizes()).reshape(a.sizes());
-        if (ctx.needs(1) && b.dim() <= 2 && am.dim() > 2) {
-          // A shared [K, N] operand: fold the batch into the contraction, [K, batch*M] @
-          // [batch*M, N], instead of a batch of products summed afterwards.
+        if (ctx.needs(1) && b.dim() <= 2) {
+          // A shared [K, N] operand: the batch folds into the contraction, [K, batch*M] @
+          // [batch*M, N], instead of a batch of products summed afterwards. A transposed B
+          // (linear's w.t()) gets (g^T a)^T, so the gradient reaches w contiguous.
           const int64_t K = am.sizes().back(), N = g.sizes().back();
-          r[1] = matmul(am.reshape({-1, K}).transpose(0, 1), g.reshape({-1, N})).reshape(b.sizes());
+          const Tensor a2 = am.reshape({-1, K});  // [batch*M, K]
+          const Tensor g2 = g.reshape({-1, N});   // [batch*M, N]
+          const bool b_transposed = b.dim() == 2 && b.sizes()[0] > 1 && b.sizes()[1] > 1 &&
+                                    b.strides()[0] == 1 && b.strides()[1] >= b.sizes()[0];
+          const Tensor gb = b_transposed ? matmul(g2.transpose(0, 1), a2).transpose(0, 1)
+                                         : matmul(a2.transpose(0, 1), g2);
+          r[1] = gb.reshape(b.sizes());
         } else if (ctx.needs(1)) {
           r[1] = sum_to(matmul(am.transpose(-1, -2), g), bm.sizes()).reshape(b.sizes());
         }

@@ -231,6 +231,18 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
   return cat(parts, d);
 }
 
+namespace {
+
+// The parts as one split_with_sizes node (Note [split as one node]); `d` is wrapped.
+std::vector<Tensor> split_call(const Tensor& t, const std::vector<int64_t>& sizes, int64_t d) {
+  static const OpDef& op = op_named("split_with_sizes");
+  if (sizes.size() == 1) return {t};
+  const TensorList parts = call_op(op, {t}, {{"dim", d}, {"sizes", Shape(sizes)}});
+  return std::vector<Tensor>(parts.begin(), parts.end());
+}
+
+}  // namespace
+
 std::vector<Tensor> split(const Tensor& t, int64_t split_size, int64_t dim) {
   MF_CHECK(t.defined(), "split: the tensor is undefined");
   MF_CHECK(t.dim() > 0, "split: cannot split a 0-d tensor");
@@ -239,10 +251,10 @@ std::vector<Tensor> split(const Tensor& t, int64_t split_size, int64_t dim) {
   MF_CHECK(split_size > 0 || (split_size == 0 && n == 0),
            "split: split_size must be positive, got ", split_size, " for dim ", d, " of size ", n);
   if (n == 0) return {t};
-  std::vector<Tensor> out;
+  std::vector<int64_t> sizes;
   for (int64_t start = 0; start < n; start += split_size)
-    out.push_back(t.narrow(d, start, std::min(split_size, n - start)));
-  return out;
+    sizes.push_back(std::min(split_size, n - start));
+  return split_call(t, sizes, d);
 }
 
 std::vector<Tensor> split(const Tensor& t, const std::vector<int64_t>& sizes, int64_t dim) {
@@ -256,13 +268,7 @@ std::vector<Tensor> split(const Tensor& t, const std::vector<int64_t>& sizes, in
   }
   MF_CHECK(total == t.sizes()[d], "split: sizes ", shape_str(sizes), " sum to ", total, " but dim ",
            d, " of shape ", shape_str(t.sizes()), " has size ", t.sizes()[d]);
-  std::vector<Tensor> out;
-  int64_t start = 0;
-  for (int64_t s : sizes) {
-    out.push_back(t.narrow(d, start, s));
-    start += s;
-  }
-  return out;
+  return split_call(t, sizes, d);
 }
 
 std::vector<Tensor> chunk(const Tensor& t, int64_t chunks, int64_t dim) {

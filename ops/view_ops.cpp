@@ -7,6 +7,7 @@
 #include "core/dispatch.h"
 #include "ops/copy_ops.h"
 #include "ops/op_utils.h"
+#include "ops/shape_ops.h"
 
 namespace microflex {
 
@@ -192,6 +193,33 @@ void register_view_ops(Dispatcher& d) {
                               ctx.attrs->i("step"));
         part.copy_(ctx.grad_output(0));
         return TensorList{g};
+      });
+
+  // Note [split as one node]
+  // split returns narrow views of its input from one op with an output per part, so its
+  // backward is a single cat of the parts' gradients (zeros for a part without one). As
+  // separate slices, each part's backward would fill a full-size zero tensor, copy its
+  // part in and sum the results: three full writes and two adds for a q/k/v split.
+  d.def("split_with_sizes")
+      .set_view([](const TensorList& in, const Attrs& a) {
+        const Tensor& t = in[0];
+        const int64_t dim = a.i("dim");  // wrapped and checked by split()
+        TensorList out;
+        int64_t start = 0;
+        for (int64_t n : a.ints("sizes")) {
+          Shape sizes = t.sizes();
+          sizes[dim] = n;
+          out.push_back(
+              make_view(t, sizes, t.strides(), t.storage_offset() + start * t.strides()[dim]));
+          start += n;
+        }
+        return out;
+      })
+      .save(0, 0)
+      .set_backward([](const BackwardContext& ctx) {
+        TensorList parts;
+        for (size_t i = 0; i < ctx.output_metas.size(); ++i) parts.push_back(ctx.grad_output(i));
+        return TensorList{cat(parts, ctx.attrs->i("dim"))};
       });
 
   d.def("select")

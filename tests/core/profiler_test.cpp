@@ -53,6 +53,14 @@ TEST(Profiler, OffByDefaultAndRestartClears) {
   EXPECT_TRUE(rows.empty());
 }
 
+TEST(Profiler, RecordShapesKeysRowsByInputShapes) {
+  mf::Tensor a = mf::randn({5, 7}), b = mf::randn({7, 3});
+  mf::profiler::start({.record_shapes = true});
+  (void)mf::matmul(a, b);
+  const auto rows = mf::profiler::stop();
+  ASSERT_NE(find_row(rows, "matmul [5, 7] [7, 3]"), nullptr);
+}
+
 TEST(Profiler, MisuseIsAnError) {
   mftest::expect_error([] { (void)mf::profiler::stop(); }, {"profiler::stop", "not running"});
   mf::profiler::start();

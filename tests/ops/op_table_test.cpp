@@ -386,6 +386,17 @@ std::vector<OpCase> build_cases() {
                  return TensorList{g.uniform_nc({5, 4})};
                },
                [](const TensorList& in) { return TensorList{in[0].slice(0, 1, 5, 2)}; }});
+  // Three parts of a non-contiguous input; gradcheck differentiates the middle one, so the
+  // backward also fills the parts without a gradient with zeros.
+  t.push_back({"split_with_sizes",
+               [](Gen& g) {
+                 return TensorList{g.uniform_nc({7, 4})};
+               },
+               [](const TensorList& in) {
+                 const std::vector<Tensor> p = mf::split(in[0], std::vector<int64_t>{2, 4, 1}, 0);
+                 return TensorList(p.begin(), p.end());
+               },
+               1});
   t.push_back({"select",
                [](Gen& g) {
                  return TensorList{g.uniform_nc({3, 5})};
