@@ -249,8 +249,9 @@ void register_linalg_ops(Dispatcher& d) {
           // [batch*M, N], instead of a batch of products summed afterwards. A transposed B
           // (linear's w.t()) gets (g^T a)^T, so the gradient reaches w contiguous.
           const int64_t K = am.sizes().back(), N = g.sizes().back();
-          const Tensor a2 = am.reshape({-1, K});  // [batch*M, K]
-          const Tensor g2 = g.reshape({-1, N});   // [batch*M, N]
+          const int64_t rows = shape_numel(Shape(am.sizes().begin(), am.sizes().end() - 1));
+          const Tensor a2 = am.reshape({rows, K});  // [batch*M, K]
+          const Tensor g2 = g.reshape({rows, N});   // [batch*M, N]
           const bool b_transposed = b.dim() == 2 && b.sizes()[0] > 1 && b.sizes()[1] > 1 &&
                                     b.strides()[0] == 1 && b.strides()[1] >= b.sizes()[0];
           const Tensor gb = b_transposed ? matmul(g2.transpose(0, 1), a2).transpose(0, 1)

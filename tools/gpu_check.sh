@@ -2,7 +2,7 @@
 # On the GPU machine (see ../shared/device/README.md): build with CUDA for the card,
 # run the whole test suite with the GPU tests on, optionally compute-sanitizer and the
 # benchmarks next to PyTorch. Logs go to $OUT (or out/gpu). Usage:
-#   bash tools/gpu_check.sh [tests] [sanitize] [bench] [flexbench] [train]
+#   bash tools/gpu_check.sh [tests] [sanitize] [bench] [flexbench] [train] [trainref]
 # MICROFLEX_TEST_FILTER narrows `tests`; MICROFLEX_SANITIZE_FILTER narrows `sanitize`;
 # MICROFLEX_BUILD_TARGETS (e.g. "microflex_tests train_bench") builds only those targets.
 set -uo pipefail
@@ -26,6 +26,9 @@ for step in "$@"; do
     train)
       # Training throughput with the op profile of three steps (bench/train_bench.cpp).
       for model in small gpt2; do ./build-gpu/bench/train_bench "$model" --profile; done ;;
+    trainref)
+      # PyTorch eager and torch.compile on the same models, same card, same call.
+      for model in small gpt2; do python3 tools/torch_train_bench.py "$model"; done ;;
     tests)
       ./build-gpu/tests/microflex_tests --gtest_brief=1 --gtest_filter="${MICROFLEX_TEST_FILTER:-*}" >"$out/tests.log" 2>&1
       echo "tests rc=$?"

@@ -177,6 +177,37 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Note [Vectorized inner rows]
+// When the innermost coalesced dim is contiguous (stride 1) or constant (stride 0) in
+// every operand and its length is a multiple of N (a bias added to [B*T, C] rows), each
+// thread handles N adjacent elements of one row: the index math runs once per vector and
+// the loads and stores are 16 bytes wide. `g` has the inner size divided by N and inner
+// strides scaled by N, so offsets_of gives each vector's first element.
+template <int N, typename F, typename Out, size_t... I, typename... In>
+__device__ __forceinline__ void vec_step_at(const int64_t* off, const F& f, Out* out,
+                                            unsigned bcast, ::cuda::std::index_sequence<I...>,
+                                            const In*... in) {
+  const ::cuda::std::tuple<Vec<In, N>...> v{
+      load_vec<In, N>(in + off[1 + I], 0, (bcast >> I) & 1u)...};
+  Vec<Out, N> o;
+#pragma unroll
+  for (int k = 0; k < N; ++k) store(&o.v[k], f(load(&::cuda::std::get<I>(v).v[k])...));
+  *reinterpret_cast<Vec<Out, N>*>(out + off[0]) = o;
+}
+
+template <int N, typename Index, typename F, typename Out, typename... In>
+__global__ void __launch_bounds__(kThreads)
+    inner_vec_kernel(int64_t nvec, F f, Strided<1 + sizeof...(In)> g, unsigned bcast, Out* out,
+                     const In*... in) {
+  using Seq = ::cuda::std::index_sequence_for<In...>;
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t v = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; v < nvec; v += step) {
+    int64_t off[1 + sizeof...(In)];
+    offsets_of(static_cast<Index>(v), g, off);
+    vec_step_at<N>(off, f, out, bcast, Seq{}, in...);
+  }
+}
+
 // ---- Host side ----
 
 // Drops size-1 dims and merges dims that are contiguous for every operand (as the CPU
@@ -214,6 +245,28 @@ inline bool aligned(const void* p, size_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0;
 }
 
+// Whether the inner-row vector kernel applies (Note [Vectorized inner rows]): N > 1, the
+// output's inner dim contiguous, each input's contiguous or constant, the inner length a
+// multiple of N, and every vector start aligned to N elements.
+template <int N, int NT>
+bool inner_vec_ok(const Strided<NT>& g, const void* out, const void* const* ptrs,
+                  const size_t* sizes) {
+  if (N <= 1 || g.ndim < 2 || g.strides[0][0] != 1 || g.sizes[0] % N != 0) return false;
+  if (!aligned(out, N * sizes[0])) return false;
+  for (int d = 1; d < g.ndim; ++d)
+    if (g.strides[d][0] % N != 0) return false;
+  for (int k = 1; k < NT; ++k) {
+    const int64_t s = g.strides[0][k];
+    if (s != 0 && s != 1) return false;
+    if (s == 1) {
+      if (!aligned(ptrs[k - 1], N * sizes[k])) return false;
+      for (int d = 1; d < g.ndim; ++d)
+        if (g.strides[d][k] % N != 0) return false;
+    }
+  }
+  return true;
+}
+
 // out = f(in...) elementwise over out_g; in_g[k] has out_g's sizes (stride 0 where input k
 // broadcasts). f takes and returns compute-type values (load/store convert).
 template <typename F, typename Out, typename... In>
@@ -232,7 +285,8 @@ void launch(int device, F f, Out* out, const Geometry& out_g,
   constexpr size_t kWidest = std::max({sizeof(Out), sizeof(In)...});
   constexpr int kVec = static_cast<int>(16 / kWidest);
   const void* ptrs[] = {in...};
-  const size_t sizes[] = {sizeof(In)...};
+  // Element sizes, the output's first.
+  const size_t sizes[] = {sizeof(Out), sizeof(In)...};
   // One dim left (or none) with the output at stride 1 and each input at stride 1 or 0.
   bool fast = g.ndim == 0 || g.strides[0][0] == 1;
   fast = fast && aligned(out, kVec * sizeof(Out));
@@ -240,7 +294,7 @@ void launch(int device, F f, Out* out, const Geometry& out_g,
   for (int k = 1; k < NT && fast; ++k) {
     const int64_t s = g.ndim == 0 ? 1 : g.strides[0][k];
     if (s == 0) bcast |= 1u << (k - 1);
-    fast = (s == 0 || s == 1) && (s == 0 || aligned(ptrs[k - 1], kVec * sizes[k - 1]));
+    fast = (s == 0 || s == 1) && (s == 0 || aligned(ptrs[k - 1], kVec * sizes[k]));
   }
 
   set_device(device);
@@ -249,6 +303,20 @@ void launch(int device, F f, Out* out, const Geometry& out_g,
     const int64_t work = std::max<int64_t>(n / kVec, 1);
     contiguous_kernel<kVec>
         <<<blocks_for(work, kThreads), kThreads, 0, s>>>(n, f, bcast, out, in...);
+  } else if (inner_vec_ok<kVec>(g, out, ptrs, sizes)) {
+    Strided<NT> gv = g;
+    gv.sizes[0] /= kVec;
+    for (int k = 0; k < NT; ++k) gv.strides[0][k] *= kVec;
+    unsigned inner_bcast = 0;
+    for (int k = 1; k < NT; ++k)
+      if (g.strides[0][k] == 0) inner_bcast |= 1u << (k - 1);
+    const int64_t nvec = n / kVec;
+    if (nvec <= int64_t(UINT32_MAX))
+      inner_vec_kernel<kVec, uint32_t>
+          <<<blocks_for(nvec, kThreads), kThreads, 0, s>>>(nvec, f, gv, inner_bcast, out, in...);
+    else
+      inner_vec_kernel<kVec, uint64_t>
+          <<<blocks_for(nvec, kThreads), kThreads, 0, s>>>(nvec, f, gv, inner_bcast, out, in...);
   } else if (n <= int64_t(UINT32_MAX)) {
     strided_kernel<uint32_t><<<blocks_for(n, kThreads), kThreads, 0, s>>>(n, f, g, out, in...);
   } else {

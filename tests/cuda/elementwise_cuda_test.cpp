@@ -304,6 +304,17 @@ void add_binary_rows(std::vector<Row>& rows, const BinaryOpSpec& op) {
                     both,
                     grad,
                     true});
+    // Rows of 64 against a row vector and against a column (Note [Vectorized inner rows]):
+    // whole 16-byte vectors per row for every dtype width.
+    rows.push_back({p + "row broadcast [97, 64] x [64]",
+                    {{{97, 64}, dt, op.da}, {{64}, dt, op.db}},
+                    both,
+                    grad,
+                    true});
+    rows.push_back({p + "column broadcast [33, 64] x [33, 1]",
+                    {{{33, 64}, dt, op.da}, {{33, 1}, dt, op.db}},
+                    both,
+                    false});
     if (!op.inplace) {
       rows.push_back({p + "broadcast [5, 1, 3] x [1, 7, 1]",
                       {{{5, 1, 3}, dt, op.da}, {{1, 7, 1}, dt, op.db}},

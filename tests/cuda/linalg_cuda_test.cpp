@@ -179,6 +179,33 @@ TEST_F(LinalgCuda, MatmulMatchesCpuEveryCaseAndDtype) {
   }
 }
 
+// Large 16-bit products whose leading dims are not multiples of 16 bytes go through padded
+// copies (Note [Aligned leading dimensions]): odd N (C and B padded), odd K (A and B), and
+// a transposed A with an odd leading dim. Same bound as every other case.
+TEST_F(LinalgCuda, MisalignedLeadingDimsOfLargeProducts) {
+  struct Dims {
+    Operand a, b;
+  };
+  const std::vector<Dims> cases = {
+      {plain({1024, 768}), plain({768, 1001})},
+      {plain({1024, 1001}), plain({1001, 768})},
+      {transposed({1001, 1024}), plain({1024, 640})},
+      {plain({4, 256, 768}), transposed({768, 1001})},
+  };
+  uint32_t seed = 700;
+  for (DType dt : {DType::BFloat16, DType::Float16}) {
+    for (const Dims& c : cases) {
+      const std::string what = std::string("misaligned ") + c.a.how + " @ " + c.b.how + " " +
+                               mf::dtype_name(dt) + " " + mf::shape_str(c.a.storage);
+      const Tensor sa = random_tensor(c.a.storage, ++seed, dt);
+      const Tensor sb = random_tensor(c.b.storage, ++seed, dt);
+      const Tensor a = c.a.view(sa), b = c.b.view(sb);
+      const Tensor gpu = mf::matmul(c.a.view(mftest::on_gpu(sa)), c.b.view(mftest::on_gpu(sb)));
+      expect_matmul_close(gpu, mf::matmul(a, b), a, b, inner_dim(a), 0.0, what);
+    }
+  }
+}
+
 TEST_F(LinalgCuda, MatmulTf32IsOptIn) {
   const Tensor a = random_tensor({97, 1025}, 1, DType::Float32);
   const Tensor b = random_tensor({1025, 33}, 2, DType::Float32);
