@@ -179,6 +179,7 @@ Tensor CausalSelfAttention::forward(const Tensor& x, const BlockMask* mask) {
   }
   FlexAttentionOptions opts;
   opts.score_mod = score_mod_;
+  opts.dropout_p = is_training() ? cfg.dropout : 0.0;
   if (mask != nullptr) {
     opts.block_mask = *mask;
   } else {

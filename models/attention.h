@@ -53,8 +53,9 @@ struct AttentionConfig {
   int64_t n_embd = 768;
   int64_t n_head = 12;
   bool bias = true;
-  double dropout =
-      0.0;  // on the output projection (flex_attention has no dropout on probabilities)
+  // In training: on the attention probabilities (flex_attention's dropout_p) and on the
+  // output projection, as nanoGPT's attn_dropout and resid_dropout.
+  double dropout = 0.0;
   AttentionPattern pattern;
   bool rotary = false;
   double rope_base = 10000.0;

@@ -10,6 +10,7 @@
 #include "core/dispatch.h"
 #include "core/random.h"
 #include "kernels/cpu/nn.h"
+#include "kernels/cpu/philox.h"
 #include "ops/op_utils.h"
 #ifdef MICROFLEX_WITH_CUDA
 #include "kernels/cuda/nn.h"
@@ -233,8 +234,35 @@ void dropout_cpu(const TensorList& in, const TensorList& out, const Attrs& a) {
                      out[0].raw_data());
 }
 
+// dropout_keep: element ids (int64, any shape) -> whether Philox keeps each one
+// (philox::dropout_keep with the op's seed and offset); the mask of flex_attention's
+// dense path, drawn per element id so any block of it matches the fused kernels.
+std::vector<TensorMeta> dropout_keep_meta(const TensorList& in, const Attrs& a) {
+  check_dropout_p(a.f("p"));
+  MF_CHECK(in[0].dtype() == DType::Int64, "dropout_keep: expected int64 element ids, got ",
+           describe(in[0]));
+  return {out_meta(in[0].sizes(), DType::Bool, in[0].device())};
+}
+
+void dropout_keep_cpu(const TensorList& in, const TensorList& out, const Attrs& a) {
+  const Tensor ids = in[0].contiguous();
+  const PhiloxSeedOffset so = philox_attrs(a);
+  const double p = a.f("p");
+  const int64_t* id = ids.data_ptr<int64_t>();
+  bool* keep = out[0].data_ptr<bool>();
+  for (int64_t i = 0; i < ids.numel(); ++i)
+    keep[i] = philox::dropout_keep(so.seed, so.offset, static_cast<uint64_t>(id[i]), p);
+}
+
 #ifdef MICROFLEX_WITH_CUDA
 // ---- CUDA glue: the same preparation as the CPU glue above, CUDA launchers. ----
+
+void dropout_keep_cuda(const TensorList& in, const TensorList& out, const Attrs& a) {
+  const Tensor ids = in[0].contiguous();
+  const PhiloxSeedOffset so = philox_attrs(a);
+  cuda::dropout_keep(ids.device().index, static_cast<const int64_t*>(ids.raw_data()), ids.numel(),
+                     a.f("p"), so.seed, so.offset, static_cast<bool*>(out[0].raw_data()));
+}
 
 int device_index(const Tensor& t) {
   return t.device().index;
@@ -400,7 +428,11 @@ void register_nn_ops(Dispatcher& d) {
         return TensorList{call_op1(bw, {ctx.grad_output(0)}, *ctx.attrs)};
       });
 
+  OpDef& keep = d.def("dropout_keep");
+  keep.set_meta(dropout_keep_meta).set_cpu(dropout_keep_cpu).non_differentiable();
+
 #ifdef MICROFLEX_WITH_CUDA
+  keep.set_cuda(dropout_keep_cuda);
   ce.set_cuda(cross_entropy_cuda);
   ce_bw.set_cuda(cross_entropy_backward_cuda);
   ln.set_cuda(layer_norm_cuda);
@@ -453,6 +485,13 @@ Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& we
     }
   }
   return call_op(op, {x, weight}, {{"normalized_shape", normalized_shape}, {"eps", e}}).at(0);
+}
+
+Tensor dropout_keep(const Tensor& ids, double p, uint64_t seed, uint64_t offset) {
+  static const OpDef& op = op_named("dropout_keep");
+  Attrs a{{"p", p}};
+  set_philox_attrs(a, {seed, offset});
+  return call_op1(op, {ids}, a);
 }
 
 Tensor dropout(const Tensor& x, double p, bool train) {

@@ -34,5 +34,8 @@ Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& we
 // drawn from the default generator (one (seed, offset) per call, see core/random.h).
 // Returns x itself when !train or p == 0; zeros when p == 1; p outside [0, 1] is an error.
 Tensor dropout(const Tensor& x, double p, bool train = true);
+// Bool mask: element ids[i] (int64) kept by dropout with probability 1 - p under the
+// Philox stream (seed, offset) (Note [Random element layout] in kernels/cpu/philox.h).
+Tensor dropout_keep(const Tensor& ids, double p, uint64_t seed, uint64_t offset);
 
 }  // namespace microflex

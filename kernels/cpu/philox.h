@@ -2,16 +2,24 @@
 // the per-element transforms of the random ops. Header-only and free of std:: so that a
 // CUDA kernel compiles the same functions and reproduces the CPU numbers bit for bit.
 #pragma once
+#if !defined(__CUDACC_RTC__)
 #include <math.h>
 #include <stdint.h>
+#endif
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define MF_PHILOX_FN __host__ __device__ __forceinline__
 #else
 #define MF_PHILOX_FN inline
 #endif
 
 namespace microflex::philox {
+
+#if defined(__CUDACC_RTC__)
+// NVRTC (the fused flex_attention kernels embed this header) has no <stdint.h>.
+using uint32_t = unsigned int;
+using uint64_t = unsigned long long;
+#endif
 
 // Note [Random element layout]
 // Every random op call has a (seed, offset) pair taken from the generator (its op

@@ -16,7 +16,7 @@ extern "C" __global__ void __launch_bounds__(MF_ROWS)
                 float* __restrict__ dq, int Hq, int Hkv, int M, int N, float scale,
                 const int* kv_num, const int* kv_idx, const int* full_num, const int* full_idx,
                 int mask_b, int mask_h, int Mb, int Nb, FlexCaptured score_cap,
-                FlexCaptured mask_cap) {
+                FlexCaptured mask_cap, FlexDropout drop) {
   __shared__ float q_s[MF_ROWS][MF_D + 1];
   __shared__ float do_s[MF_ROWS][MF_DV + 1];
   __shared__ float k_s[MF_KT][MF_D];
@@ -76,7 +76,7 @@ extern "C" __global__ void __launch_bounds__(MF_ROWS)
           for (int d = 0; d < MF_DV; ++d) dp += do_s[tid][d] * v_s[t][d];
           float p;
           const float ds = mf_bwd_elem(s, dp, lse2, dlt, true, partial, b, h, row, n0 + t, scale,
-                                       score_cap, mask_cap, no_grad, p);
+                                       score_cap, mask_cap, no_grad, drop, p);
           if (ds != 0.0f) {
 #pragma unroll
             for (int d = 0; d < MF_D; ++d) acc[d] += ds * k_s[t][d];
@@ -100,7 +100,8 @@ extern "C" __global__ void __launch_bounds__(MF_ROWS)
                   float* __restrict__ dk, float* __restrict__ dv, int Hq, int Hkv, int M, int N,
                   float scale, const int* q_num, const int* q_idx, const int* full_num,
                   const int* full_idx, int mask_b, int mask_h, int Mb, int Nb,
-                  FlexCaptured score_cap, FlexCaptured mask_cap, FlexCapturedGrad gcap) {
+                  FlexCaptured score_cap, FlexCaptured mask_cap, FlexCapturedGrad gcap,
+                  FlexDropout drop) {
   __shared__ float k_s[MF_ROWS][MF_D + 1];
   __shared__ float v_s[MF_ROWS][MF_DV + 1];
   __shared__ float q_t[MF_KT][MF_D];
@@ -166,7 +167,7 @@ extern "C" __global__ void __launch_bounds__(MF_ROWS)
             for (int d = 0; d < MF_DV; ++d) dp += v_s[tid][d] * do_t[t][d];
             float p;
             const float ds = mf_bwd_elem(s, dp, lse_t[t], dl_t[t], true, partial, b, h, m0 + t, key,
-                                         scale, score_cap, mask_cap, gcap, p);
+                                         scale, score_cap, mask_cap, gcap, drop, p);
             if (p != 0.0f) {
 #pragma unroll
               for (int d = 0; d < MF_DV; ++d) dv_acc[d] += p * do_t[t][d];

@@ -24,20 +24,31 @@ __device__ __forceinline__ void mf_grad_add(const FlexCapturedGrad& g, int slot,
 
 #include "flex_mods_bwd.cuh"
 
-// One score element's backward: p = softmax probability, returns d(loss)/d(q.k) (the
-// scale included), 0 where masked or out of range. lse2 = lse * log2(e) (+inf for rows
-// that attend to nothing).
+// One score element's backward: returns d(loss)/d(q.k) (the scale included), 0 where
+// masked or out of range, and sets p to the probability that multiplied V in the forward
+// (after dropout). dp = dO . v; lse2 = lse * log2(e) (+inf for rows that attend to
+// nothing). With dropout factor z (0 or 1 / (1 - p_drop)), O = (P z) V, so dS = P (dp z -
+// delta): delta = rowsum(dO * O) already is sum_j P z dp.
 __device__ __forceinline__ float mf_bwd_elem(float s, float dp, float lse2, float delta, bool ok,
                                              bool partial, int b, int h, int q, int kv, float scale,
                                              const FlexCaptured& score_cap,
                                              const FlexCaptured& mask_cap,
-                                             const FlexCapturedGrad& gcap, float& p) {
+                                             const FlexCapturedGrad& gcap, const FlexDropout& drop,
+                                             float& p) {
   p = 0.0f;
   if (!ok || (partial && !mask_mod(b, h, q, kv, mask_cap))) return 0.0f;
   const float x = score_mod(s * scale, b, h, q, kv, score_cap);
-  p = exp2f(x * MF_LOG2E - lse2);
-  if (p == 0.0f) return 0.0f;
-  return score_mod_backward(s * scale, b, h, q, kv, score_cap, p * (dp - delta), gcap) * scale;
+  const float prob = exp2f(x * MF_LOG2E - lse2);
+  if (prob == 0.0f) return 0.0f;
+#if MF_DROPOUT
+  const float z = mf_dropout_factor(drop, b, h, q, kv);
+  p = prob * z;
+  dp *= z;
+#else
+  (void)drop;
+  p = prob;
+#endif
+  return score_mod_backward(s * scale, b, h, q, kv, score_cap, prob * (dp - delta), gcap) * scale;
 }
 
 // delta[row] = sum_d dO[row, d] * O[row, d] in float32, one warp per row; rows = B Hq M.

@@ -99,7 +99,7 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
                 mf_in_t* __restrict__ dq, int Hq, int Hkv, int M, int N, float scale,
                 const int* kv_num, const int* kv_idx, const int* full_num, const int* full_idx,
                 int mask_b, int mask_h, int Mb, int Nb, FlexCaptured score_cap,
-                FlexCaptured mask_cap) {
+                FlexCaptured mask_cap, FlexDropout drop) {
   extern __shared__ __align__(16) unsigned short mf_smem[];
   unsigned short* q_s = mf_smem;                   // [BM][QLD]
   unsigned short* do_s = q_s + MF_BM * MF_QLD;     // [BM][VLD]
@@ -194,7 +194,7 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
           float p;
           s[nt][e] =
               mf_bwd_elem(s[nt][e], dp[nt][e], lse2[r], dlt[r], rows[r] < M && kv < N, partial, b,
-                          h, rows[r], kv, scale, score_cap, mask_cap, no_grad, p);
+                          h, rows[r], kv, scale, score_cap, mask_cap, no_grad, drop, p);
         }
       mf_mm_pb<MF_DP, MF_QLD>(acc, s, ks, lane);
     }
@@ -216,7 +216,8 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
                   mf_in_t* __restrict__ dk, mf_in_t* __restrict__ dv, int Hq, int Hkv, int M, int N,
                   float scale, const int* q_num, const int* q_idx, const int* full_num,
                   const int* full_idx, int mask_b, int mask_h, int Mb, int Nb,
-                  FlexCaptured score_cap, FlexCaptured mask_cap, FlexCapturedGrad gcap) {
+                  FlexCaptured score_cap, FlexCaptured mask_cap, FlexCapturedGrad gcap,
+                  FlexDropout drop) {
   extern __shared__ __align__(16) unsigned short mf_smem[];
   unsigned short* k_s = mf_smem;                                       // [BM][QLD]
   unsigned short* v_s = k_s + MF_BM * MF_QLD;                          // [BM][VLD]
@@ -333,8 +334,9 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
         for (int e = 0; e < 4; ++e) {
           const int col = nt * 8 + 2 * t4 + (e & 1), row = m0 + col, key = keys[e / 2];
           float p;
-          const float d = mf_bwd_elem(s[nt][e], dp[nt][e], ls[col], ds[col], row < M && key < N,
-                                      partial, b, h, row, key, scale, score_cap, mask_cap, gcap, p);
+          const float d =
+              mf_bwd_elem(s[nt][e], dp[nt][e], ls[col], ds[col], row < M && key < N, partial, b, h,
+                          row, key, scale, score_cap, mask_cap, gcap, drop, p);
           s[nt][e] = p;
           dp[nt][e] = d;
         }

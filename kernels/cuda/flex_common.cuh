@@ -27,6 +27,16 @@ struct FlexCapturedGrad {
   int deterministic;
 };
 
+// Attention dropout (Note [Flex dropout] in ops/flex_attention/dense.cpp): element
+// ((b * Hq + h) * M + q) * N + kv of the call's Philox stream decides whether probability
+// P[q, kv] is kept (and scaled by 1 / (1 - p)); the backward redraws the same bits.
+struct FlexDropout {
+  unsigned long long seed, offset;
+  double p;
+  float scale;
+  int Hq, M, N;
+};
+
 __device__ __forceinline__ float mf_bf16_to_f32(unsigned short x) {
   return __uint_as_float(static_cast<unsigned>(x) << 16);
 }
@@ -163,3 +173,14 @@ __device__ __forceinline__ long long mf_mask_row(int b, int h, int mask_b, int m
                                                  int q_block) {
   return ((long long)(mask_b == 1 ? 0 : b) * mask_h + (mask_h == 1 ? 0 : h)) * Mb + q_block;
 }
+
+#if MF_DROPOUT
+#include "philox.h"
+// 1 / (1 - dropout p) where P[q, kv] is kept, 0 where dropout removes it.
+__device__ __forceinline__ float mf_dropout_factor(const FlexDropout& d, int b, int h, int q,
+                                                   int kv) {
+  const unsigned long long id =
+      ((static_cast<unsigned long long>(b) * d.Hq + h) * d.M + q) * d.N + kv;
+  return microflex::philox::dropout_keep(d.seed, d.offset, id, d.p) ? d.scale : 0.0f;
+}
+#endif

@@ -17,7 +17,7 @@ namespace microflex::cuda {
 
 namespace {
 
-// Mirrors FlexTensorRef / FlexCaptured / FlexCapturedGrad in flex_common.cuh.
+// Mirrors FlexTensorRef / FlexCaptured / FlexCapturedGrad / FlexDropout in flex_common.cuh.
 struct TensorRef {
   const void* data;
   long long sizes[4];
@@ -31,6 +31,12 @@ struct Captured {
 struct CapturedGrad {
   float* data[8];
   int deterministic;
+};
+struct FlexDropout {
+  unsigned long long seed, offset;
+  double p;
+  float scale;
+  int Hq, M, N;
 };
 
 Captured pack(const std::vector<FlexCapturedTensor>& ts, void* fault, int which) {
@@ -71,7 +77,27 @@ int bwd_smem_bytes(int D, int Dv) {  // MF_DKDV_SMEM_BYTES in flex_bwd_tc.cuh
 
 std::string defines(const FlexFusedArgs& a) {
   return "#define MF_D " + std::to_string(a.D) + "\n#define MF_DV " + std::to_string(a.Dv) +
-         "\n#define MF_IN " + std::to_string(a.in_dtype) + "\n";
+         "\n#define MF_IN " + std::to_string(a.in_dtype) + "\n#define MF_DROPOUT " +
+         (a.dropout_p > 0.0 ? "1" : "0") + "\n";
+}
+
+// The headers every fused kernel includes, after its own.
+void add_common_headers(NvrtcSource& s, const FlexFusedArgs& a, const std::string& mods) {
+  s.headers.push_back({"flex_common.cuh", kFlexCommonCuh});
+  s.headers.push_back({"flex_mods.cuh", mods + a.score_mod_src + a.mask_mod_src});
+  if (a.dropout_p > 0.0) s.headers.push_back({"philox.h", kPhiloxH});
+}
+
+FlexDropout dropout_of(const FlexFusedArgs& a) {
+  FlexDropout d{};
+  d.seed = a.dropout_seed;
+  d.offset = a.dropout_offset;
+  d.p = a.dropout_p;
+  d.scale = a.dropout_p < 1.0 ? static_cast<float>(1.0 / (1.0 - a.dropout_p)) : 0.0f;
+  d.Hq = a.Hq;
+  d.M = a.M;
+  d.N = a.N;
+  return d;
 }
 
 NvrtcSource forward_source(const FlexFusedArgs& a) {
@@ -89,8 +115,7 @@ NvrtcSource forward_source(const FlexFusedArgs& a) {
             "\n#define MF_QREG 0\n";
     s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
   }
-  s.headers.push_back({"flex_common.cuh", kFlexCommonCuh});
-  s.headers.push_back({"flex_mods.cuh", mods + a.score_mod_src + a.mask_mod_src});
+  add_common_headers(s, a, mods);
   return s;
 }
 
@@ -105,8 +130,7 @@ NvrtcSource backward_source(const FlexFusedArgs& a) {
     s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
   }
   s.headers.push_back({"flex_bwd_common.cuh", kFlexBwdCommonCuh});
-  s.headers.push_back({"flex_common.cuh", kFlexCommonCuh});
-  s.headers.push_back({"flex_mods.cuh", defines(a) + a.score_mod_src + a.mask_mod_src});
+  add_common_headers(s, a, defines(a));
   s.headers.push_back({"flex_mods_bwd.cuh", a.score_mod_backward_src});
   return s;
 }
@@ -158,8 +182,9 @@ void flex_fused_forward(const FlexFusedArgs& a) {
   void* out = a.out;
   float* lse = a.lse;
   const int *kn = a.kv.num, *ki = a.kv.idx, *fn = a.kv.full_num, *fi = a.kv.full_idx;
-  void* args[] = {&q,  &k,  &v,  &out, &lse, &Hq, &Hkv, &M,  &N,  &scale,
-                  &kn, &ki, &fn, &fi,  &mb,  &mh, &Mb,  &Nb, &sc, &mc};
+  FlexDropout drop = dropout_of(a);
+  void* args[] = {&q,  &k,  &v,  &out, &lse, &Hq, &Hkv, &M,  &N,  &scale, &kn,
+                  &ki, &fn, &fi, &mb,  &mh,  &Mb, &Nb,  &sc, &mc, &drop};
   if (tc) {
     const FwdTiles t = fwd_tiles(a.D, a.Dv);
     const int smem = fwd_smem_bytes(t, a.D, a.Dv);
@@ -196,6 +221,7 @@ void flex_fused_backward(const FlexFusedArgs& a) {
   const float* lse = a.lse;
   float* delta = a.delta;
 
+  FlexDropout drop = dropout_of(a);
   long long rows = static_cast<long long>(a.B) * a.Hq * a.M;
   void* dargs[] = {&o, &dout, &delta, &rows};
   MF_CUDA_CHECK(cudaLaunchKernel(k_delta, dim3(static_cast<unsigned>((rows + 7) / 8)), dim3(256),
@@ -208,8 +234,8 @@ void flex_fused_backward(const FlexFusedArgs& a) {
   const int rows_per_cta = tc ? 128 : 32, threads = tc ? 256 : 32;
   const int smem = tc ? bwd_smem_bytes(a.D, a.Dv) : 0;
   const int *kn = a.kv.num, *ki = a.kv.idx, *kfn = a.kv.full_num, *kfi = a.kv.full_idx;
-  void* qargs[] = {&q,     &k,  &v,  &dout, &lse, &delta, &dq, &Hq, &Hkv, &M,  &N,
-                   &scale, &kn, &ki, &kfn,  &kfi, &mb,    &mh, &Mb, &Nb,  &sc, &mc};
+  void* qargs[] = {&q,  &k,  &v,   &dout, &lse, &delta, &dq, &Hq, &Hkv, &M,  &N,   &scale,
+                   &kn, &ki, &kfn, &kfi,  &mb,  &mh,    &Mb, &Nb, &sc,  &mc, &drop};
   allow_smem(k_dq, smem, a.device);
   MF_CUDA_CHECK(cudaLaunchKernel(k_dq, dim3((a.M + rows_per_cta - 1) / rows_per_cta, a.Hq, a.B),
                                  dim3(threads), qargs, smem, st));
@@ -217,8 +243,8 @@ void flex_fused_backward(const FlexFusedArgs& a) {
 
   const int *qn = a.q_of_kv.num, *qi = a.q_of_kv.idx, *qfn = a.q_of_kv.full_num,
             *qfi = a.q_of_kv.full_idx;
-  void* kargs[] = {&q,     &k,  &v,  &dout, &lse, &delta, &dk, &dv, &Hq, &Hkv, &M,  &N,
-                   &scale, &qn, &qi, &qfn,  &qfi, &mb,    &mh, &Mb, &Nb, &sc,  &mc, &gc};
+  void* kargs[] = {&q,  &k,  &v,   &dout, &lse, &delta, &dk, &dv, &Hq, &Hkv, &M,  &N,   &scale,
+                   &qn, &qi, &qfn, &qfi,  &mb,  &mh,    &Mb, &Nb, &sc, &mc,  &gc, &drop};
   allow_smem(k_dkdv, smem, a.device);
   MF_CUDA_CHECK(cudaLaunchKernel(k_dkdv, dim3((a.N + rows_per_cta - 1) / rows_per_cta, a.Hkv, a.B),
                                  dim3(threads), kargs, smem, st));

@@ -31,6 +31,9 @@ struct FlexFusedArgs {
   int mask_b = 1, mask_h = 1, Mb = 0, Nb = 0;
   std::string score_mod_src, mask_mod_src;  // ops/flex_attention/codegen.h
   std::vector<FlexCapturedTensor> score_captured, mask_captured;
+  // Attention dropout on P (Note [Flex dropout]): probability, Philox seed and offset.
+  double dropout_p = 0.0;
+  uint64_t dropout_seed = 0, dropout_offset = 0;
   bool check_faults = false;  // a mod reads captured tensors: read the fault record back
   void* fault = nullptr;      // device buffer of 6 uint64, zeroed
 

@@ -14,7 +14,7 @@ extern "C" __global__ void __launch_bounds__(MF_ROWS)
              const mf_in_t* __restrict__ v, mf_in_t* __restrict__ out, float* __restrict__ lse,
              int Hq, int Hkv, int M, int N, float scale, const int* kv_num, const int* kv_idx,
              const int* full_num, const int* full_idx, int mask_b, int mask_h, int Mb, int Nb,
-             FlexCaptured score_cap, FlexCaptured mask_cap) {
+             FlexCaptured score_cap, FlexCaptured mask_cap, FlexDropout drop) {
   __shared__ float q_s[MF_ROWS][MF_D + 1];
   __shared__ float k_s[MF_KT][MF_D];
   __shared__ float v_s[MF_KT][MF_DV];
@@ -84,9 +84,14 @@ extern "C" __global__ void __launch_bounds__(MF_ROWS)
 #pragma unroll
         for (int t = 0; t < MF_KT; ++t) {
           const float p = __expf(s[t] - m_new);
-          l_i += p;
+          l_i += p;  // the normaliser counts every probability, dropped or not
+#if MF_DROPOUT
+          const float pv = p * mf_dropout_factor(drop, b, h, row, n0 + t);
+#else
+          const float pv = p;
+#endif
 #pragma unroll
-          for (int d = 0; d < MF_DV; ++d) acc[d] += p * v_s[t][d];
+          for (int d = 0; d < MF_DV; ++d) acc[d] += pv * v_s[t][d];
         }
         m_i = m_new;
       }

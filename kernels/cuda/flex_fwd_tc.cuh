@@ -27,7 +27,8 @@ __device__ __forceinline__ void mf_softmax_tile(float (&s)[MF_MT][MF_BN / 8][4],
                                                 float (&acc)[MF_MT][MF_DVP / 8][4], int row0,
                                                 int kv0, int M, int N, float scale, bool partial,
                                                 int b, int h, const FlexCaptured& score_cap,
-                                                const FlexCaptured& mask_cap) {
+                                                const FlexCaptured& mask_cap,
+                                                const FlexDropout& drop) {
 #pragma unroll
   for (int mt = 0; mt < MF_MT; ++mt) {
 #pragma unroll
@@ -61,8 +62,12 @@ __device__ __forceinline__ void mf_softmax_tile(float (&s)[MF_MT][MF_BN / 8][4],
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           const float p = exp2f(s[mt][nt][2 * r + c] - m_use);
+          sum += p;  // the softmax normaliser counts every probability, dropped or not
+#if MF_DROPOUT
+          s[mt][nt][2 * r + c] = p * mf_dropout_factor(drop, b, h, row, kv0 + nt * 8 + c);
+#else
           s[mt][nt][2 * r + c] = p;
-          sum += p;
+#endif
         }
       }
       l_run[mt][r] = l_run[mt][r] * alpha + sum;
@@ -86,7 +91,7 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
                 const mf_in_t* __restrict__ v, mf_in_t* __restrict__ out, float* __restrict__ lse,
                 int Hq, int Hkv, int M, int N, float scale, const int* kv_num, const int* kv_idx,
                 const int* full_num, const int* full_idx, int mask_b, int mask_h, int Mb, int Nb,
-                FlexCaptured score_cap, FlexCaptured mask_cap) {
+                FlexCaptured score_cap, FlexCaptured mask_cap, FlexDropout drop) {
   extern __shared__ __align__(16) unsigned short mf_smem[];
   unsigned short* q_s = mf_smem;                   // [BM][QLD]
   unsigned short* k_s = q_s + MF_BM * MF_QLD;      // [2][BN][QLD]
@@ -215,10 +220,10 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
       // where the tile is partial or crosses M or N.
       if (partial || n0 + MF_BN > N || m0 + MF_BM > M)
         mf_softmax_tile<true>(s, m_run, l_run, acc, m0 + wrow0 + g, n0 + 2 * t4, M, N, scale,
-                              partial, b, h, score_cap, mask_cap);
+                              partial, b, h, score_cap, mask_cap, drop);
       else
         mf_softmax_tile<false>(s, m_run, l_run, acc, m0 + wrow0 + g, n0 + 2 * t4, M, N, scale,
-                               false, b, h, score_cap, mask_cap);
+                               false, b, h, score_cap, mask_cap, drop);
         // O += P V, P re-packed from the S fragments.
 #pragma unroll
       for (int kk = 0; kk < MF_BN / 16; ++kk) {

@@ -361,6 +361,13 @@ void norm_param_grads(int device, cudaStream_t s, const T* dout, const T* x, con
 
 // ---- dropout ----
 
+__global__ void dropout_keep_kernel(const int64_t* ids, int64_t n, double p, uint64_t seed,
+                                    uint64_t offset, bool* keep) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    keep[i] = philox::dropout_keep(seed, offset, static_cast<uint64_t>(ids[i]), p);
+}
+
 template <typename T>
 __global__ void dropout_kernel(const T* x, T* out, int64_t n, double p, uint64_t seed,
                                uint64_t offset, acc<T> scale) {
@@ -531,6 +538,16 @@ void rms_norm_forward(int device, DType type, const void* x, const void* weight,
 void rms_norm_backward(int device, DType type, const void* dout, const void* x, const void* rstd,
                        const void* weight, int64_t m, int64_t d, void* dx, void* dweight) {
   norm_backward<false>(device, type, dout, x, nullptr, rstd, weight, m, d, dx, dweight, nullptr);
+}
+
+void dropout_keep(int device, const int64_t* ids, int64_t n, double p, uint64_t seed,
+                  uint64_t offset, bool* keep) {
+  if (n == 0) return;
+  set_device(device);
+  auto s = static_cast<cudaStream_t>(stream(device));
+  const int threads = 256;
+  dropout_keep_kernel<<<blocks_for(n, threads), threads, 0, s>>>(ids, n, p, seed, offset, keep);
+  MF_CUDA_CHECK(cudaGetLastError());
 }
 
 void dropout_apply(int device, DType type, const void* x, int64_t n, double p, uint64_t seed,

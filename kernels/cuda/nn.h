@@ -47,6 +47,9 @@ void rms_norm_backward(int device, DType type, const void* dout, const void* x, 
 
 // out[i] = keep(i) ? x[i] / (1 - p) : 0 over n elements (philox::dropout_keep), the same
 // mask as the CPU kernel bit for bit.
+// keep[i] = philox::dropout_keep(seed, offset, ids[i], p) over n elements.
+void dropout_keep(int device, const int64_t* ids, int64_t n, double p, uint64_t seed,
+                  uint64_t offset, bool* keep);
 void dropout_apply(int device, DType type, const void* x, int64_t n, double p, uint64_t seed,
                    uint64_t offset, void* out);
 

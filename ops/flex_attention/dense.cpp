@@ -8,6 +8,7 @@
 #include "ops/elementwise.h"
 #include "ops/indexing.h"
 #include "ops/linalg.h"
+#include "ops/nn.h"
 #include "ops/op_utils.h"
 #include "ops/reduction.h"
 #include "ops/shape_ops.h"
@@ -24,6 +25,15 @@ namespace microflex {
 //   out    = softmax(s) · v[cols],  lse = logsumexp(s)
 // Empty kv blocks are never gathered, so causal costs about half of full. A row with
 // every score masked gets out 0 and lse -inf, never NaN.
+
+// Note [Flex dropout]
+// Attention dropout zeroes each probability P[b, h, q, kv] (after the softmax, which still
+// normalises over all of them) with probability p and scales the kept ones by 1 / (1 - p),
+// so out = (P * z) V with z in {0, 1 / (1 - p)}; lse is unchanged. Whether (b, h, q, kv)
+// is kept is philox::dropout_keep of its element id ((b * Hq + h) * M + q) * N + kv under
+// the call's (seed, offset): a pure function, so the dense path (block by block, through
+// the dropout_keep op), the fused forward and both fused backward kernels draw the same
+// mask, and nothing is saved for the backward.
 
 DType flex_working_dtype(DType input) {
   return input == DType::Float64 ? DType::Float64 : DType::Float32;
@@ -184,6 +194,16 @@ ChunkResult chunk_forward(const FlexArgs& a, const Chunk& c, const Tensor& qw, c
   mx = where(mx == kNegInf, 0.0, mx);
   Tensor p = exp(s - mx);
   Tensor l = sum(p, {3}, true);
+  if (a.dropout_p > 0.0) {
+    // Element ids of the chunk (Note [Flex dropout]), broadcast to [Bs, Hs, bm, n].
+    auto i64 = [](const Tensor& t) { return t.to(DType::Int64); };
+    const Tensor ids =
+        ((i64(b_idx) * a.q.size(1) + i64(h_idx)) * a.q.size(2) + i64(q_idx)) * a.k.size(2) +
+        index_list(cols, 3, DType::Int64, dev);
+    const Tensor keep = dropout_keep(ids, a.dropout_p, a.dropout_seed, a.dropout_offset);
+    const double z = a.dropout_p < 1.0 ? 1.0 / (1.0 - a.dropout_p) : 0.0;
+    p = p * (keep.to(p.dtype()) * z);
+  }
   Tensor out = matmul(p, v_blk) / where(l == 0.0, 1.0, l);
   Tensor lse = (log(l) + mx).squeeze(3);
   return {out, lse};

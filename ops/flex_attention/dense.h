@@ -18,6 +18,9 @@ struct FlexArgs {
   SubgraphFn score_fn;  // (score, b, h, q_idx, kv_idx, score_captured...) -> score
   SubgraphFn mask_fn;   // (b, h, q_idx, kv_idx, mask_captured...) -> bool
   double scale = 1.0;
+  // Attention dropout on the probabilities (Note [Flex dropout] in dense.cpp).
+  double dropout_p = 0.0;
+  uint64_t dropout_seed = 0, dropout_offset = 0;
 };
 
 DType flex_working_dtype(DType input);

@@ -8,6 +8,7 @@
 
 #include "autograd/node.h"
 #include "core/fake.h"
+#include "core/random.h"
 #include "ops/flex_attention/dense.h"
 #include "ops/flex_attention/fused.h"
 #include "ops/op_utils.h"
@@ -117,6 +118,12 @@ FlexArgs unpack(const TensorList& ops, size_t lead, const std::vector<SubgraphFn
   f.q_block = a.i("q_block_size");
   f.kv_block = a.i("kv_block_size");
   f.scale = a.f("scale");
+  if (a.has("dropout_p")) {
+    f.dropout_p = a.f("dropout_p");
+    const PhiloxSeedOffset so = philox_attrs(a);
+    f.dropout_seed = so.seed;
+    f.dropout_offset = so.offset;
+  }
   if (a.b("has_score_mod")) f.score_fn = fns[0];
   f.mask_fn = fns[1];
   return f;
@@ -354,6 +361,8 @@ void validate(const Tensor& q, const Tensor& k, const Tensor& v, const FlexAtten
   }
   if (o.scale)
     MF_CHECK(std::isfinite(*o.scale), "flex_attention: scale must be finite, got ", *o.scale);
+  MF_CHECK(o.dropout_p >= 0.0 && o.dropout_p <= 1.0,
+           "flex_attention: dropout_p must be in [0, 1], got ", o.dropout_p);
 }
 
 }  // namespace
@@ -370,6 +379,11 @@ FlexAttentionResult flex_attention(const Tensor& q, const Tensor& k, const Tenso
   a.set("has_score_mod", static_cast<bool>(opts.score_mod));
   if (opts.kernel != FlexKernel::Auto) a.set("kernel", static_cast<int64_t>(opts.kernel));
   if (opts.deterministic) a.set("deterministic", true);
+  if (opts.dropout_p > 0.0) {
+    // One draw from the default generator per call; the backward reuses it.
+    a.set("dropout_p", opts.dropout_p);
+    set_philox_attrs(a, next_philox_seed_offset());
+  }
   a.set("q_block_size", opts.block_mask ? opts.block_mask->q_block_size : int64_t{128});
   a.set("kv_block_size", opts.block_mask ? opts.block_mask->kv_block_size : int64_t{128});
   if (opts.block_mask) {

@@ -34,6 +34,10 @@ struct FlexAttentionOptions {
   // independent of the order) instead of float atomics: bitwise reproducible runs, for
   // gradient sums of magnitude below 2^31 with 2^-32 resolution per contribution.
   bool deterministic = false;
+  // Attention dropout: each probability P[q, kv] is zeroed with this chance and the kept
+  // ones scaled by 1 / (1 - p), before P V; lse is unchanged. Seeded from the default
+  // generator (manual_seed), the same mask on every path and in the backward.
+  double dropout_p = 0.0;
 };
 
 struct FlexAttentionResult {

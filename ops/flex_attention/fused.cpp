@@ -99,6 +99,9 @@ cuda::FlexFusedArgs prepare(const FlexArgs& a, const FlexGraphFn* sg, const Flex
   f.D = static_cast<int>(q.size(3));
   f.Dv = static_cast<int>(v.size(3));
   f.scale = static_cast<float>(a.scale);
+  f.dropout_p = a.dropout_p;
+  f.dropout_seed = a.dropout_seed;
+  f.dropout_offset = a.dropout_offset;
   if (!a.block_mask.empty()) {
     TensorList m;
     for (const Tensor& t : a.block_mask) m.push_back(t.contiguous());

@@ -154,6 +154,27 @@ TEST_F(FlexFusedBackwardTest, MatchesDense) {
   }
 }
 
+// The float32 (SIMT) backward on two small cases, one with a learnable captured tensor: a
+// short run for compute-sanitizer (racecheck) over the float32 kernels. Tolerance 1e-4 as
+// in MatchesDense.
+TEST_F(FlexFusedBackwardTest, Float32Small) {
+  uint32_t seed = 800;
+  for (const Case& c : {cases()[2], cases()[5]}) {
+    const auto dt = mf::DType::Float32;
+    const T q = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.D}, seed++, dt);
+    const T k = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.D}, seed++, dt);
+    const T v = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.Dv}, seed++, dt);
+    const T go = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.Dv}, seed++, dt);
+    const Grads f = run(c, q, k, v, go, mf::FlexKernel::Fused);
+    const Grads d = run(c, q, k, v, go, mf::FlexKernel::Dense);
+    EXPECT_LT(mftest::rel_error_2norm(f.dq, d.dq), 1e-4) << c.name;
+    EXPECT_LT(mftest::rel_error_2norm(f.dk, d.dk), 1e-4) << c.name;
+    EXPECT_LT(mftest::rel_error_2norm(f.dv, d.dv), 1e-4) << c.name;
+    if (c.learnable.defined())
+      EXPECT_LT(mftest::rel_error_2norm(f.dlearn, d.dlearn), 1e-4) << c.name;
+  }
+}
+
 // With `deterministic`, captured-tensor gradients are bitwise equal across runs (fixed-point
 // sums) and still match the dense path.
 TEST_F(FlexFusedBackwardTest, DeterministicCapturedGrads) {

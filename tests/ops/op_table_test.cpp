@@ -630,6 +630,15 @@ std::vector<OpCase> build_cases() {
                  [](const TensorList& in) { return TensorList{mf::dropout(in[0], 0.3)}; }};
   dropout.random = true;
   t.push_back(dropout);
+  // Element ids (non-contiguous, with repeats) -> keep flags under a fixed stream.
+  t.push_back(
+      {"dropout_keep",
+       [](Gen& g) {
+         return TensorList{g.noncontig({3, 4}, [&](const Shape& s) { return g.ints(s, 0, 1000); })};
+       },
+       [](const TensorList& in) {
+         return TensorList{mf::dropout_keep(in[0].to(DType::Int64), 0.4, 11, 5)};
+       }});
   // The mask is a function of (seed, offset), given here as attributes.
   t.push_back({"dropout_backward",
                [](Gen& g) {

@@ -12,6 +12,8 @@ namespace mftest {
 
 using ScalarScoreMod = std::function<double(double s, int64_t b, int64_t h, int64_t q, int64_t kv)>;
 using ScalarMaskMod = std::function<bool(int64_t b, int64_t h, int64_t q, int64_t kv)>;
+// Attention dropout: the factor (0 or 1 / (1 - p)) multiplying probability (b, h, q, kv).
+using ScalarDropout = std::function<double(int64_t b, int64_t h, int64_t q, int64_t kv)>;
 
 struct Reference {
   std::vector<double> out;  // [B, Hq, M, Dv]
@@ -20,8 +22,8 @@ struct Reference {
 
 inline Reference reference_attention(const microflex::Tensor& q, const microflex::Tensor& k,
                                      const microflex::Tensor& v, double scale,
-                                     const ScalarScoreMod& score_mod,
-                                     const ScalarMaskMod& mask_mod) {
+                                     const ScalarScoreMod& score_mod, const ScalarMaskMod& mask_mod,
+                                     const ScalarDropout& dropout = {}) {
   const int64_t B = q.size(0), Hq = q.size(1), M = q.size(2), D = q.size(3);
   const int64_t Hkv = k.size(1), N = k.size(2), Dv = v.size(3), G = Hq / Hkv;
   const auto qv = q.to_vector<double>(), kv = k.to_vector<double>(), vv = v.to_vector<double>();
@@ -49,7 +51,8 @@ inline Reference reference_attention(const microflex::Tensor& q, const microflex
         for (int64_t n = 0; n < N; ++n) l += std::exp(s[n] - mx);
         r.lse[(b * Hq + h) * M + m] = mx + std::log(l);
         for (int64_t n = 0; n < N; ++n) {
-          const double p = std::exp(s[n] - mx) / l;
+          double p = std::exp(s[n] - mx) / l;
+          if (dropout) p *= dropout(b, h, m, n);
           for (int64_t e = 0; e < Dv; ++e)
             r.out[((b * Hq + h) * M + m) * Dv + e] += p * vv[((b * Hkv + kh) * N + n) * Dv + e];
         }
