@@ -202,9 +202,9 @@ void flex_fused_forward(const FlexFusedArgs& a) {
 void flex_fused_backward(const FlexFusedArgs& a) {
   MF_INTERNAL_ASSERT(flex_fused_backward_supported(a.in_dtype, a.D, a.Dv));
   const NvrtcSource src = backward_source(a);
-  void* k_delta = nvrtc_kernel(src, "flex_bwd_delta", a.device);
-  void* k_dq = nvrtc_kernel(src, "flex_bwd_dq", a.device);
-  void* k_dkdv = nvrtc_kernel(src, "flex_bwd_dkdv", a.device);
+  const std::vector<void*> ks =
+      nvrtc_kernels(src, {"flex_bwd_delta", "flex_bwd_dq", "flex_bwd_dkdv"}, a.device);
+  void *k_delta = ks[0], *k_dq = ks[1], *k_dkdv = ks[2];
   set_device(a.device);
   auto st = static_cast<cudaStream_t>(stream(a.device));
   Captured sc = pack(a.score_captured, a.fault, 0), mc = pack(a.mask_captured, a.fault, 1);

@@ -19,6 +19,9 @@ struct NvrtcSource {
 // as a cudaKernel_t usable with cudaLaunchKernel. Throws microflex::Error with the NVRTC
 // log on compile errors.
 void* nvrtc_kernel(const NvrtcSource& src, const std::string& kernel_name, int device);
+// Several kernels of one source: one cache key, one library load.
+std::vector<void*> nvrtc_kernels(const NvrtcSource& src, const std::vector<std::string>& names,
+                                 int device);
 
 // The directory compiled CUBINs are kept in (created on demand).
 std::string kernel_cache_dir();

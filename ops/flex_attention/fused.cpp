@@ -73,9 +73,11 @@ Tensor aligned(const Tensor& t) {
 }
 
 // The launcher arguments shared by the forward and the backward; `keep` holds the
-// tensors the pointers refer to until the launches are queued.
+// tensors the pointers refer to until the launches are queued. The backward wants score_mod's
+// captured tensors contiguous, so that the forward's element offsets also address their
+// contiguous gradient buffers.
 cuda::FlexFusedArgs prepare(const FlexArgs& a, const FlexGraphFn* sg, const FlexGraphFn* mg,
-                            TensorList& keep) {
+                            TensorList& keep, bool contiguous_score_captured = false) {
   cuda::FlexFusedArgs f;
   f.score_mod_src = sg ? flex_codegen::generate_score_mod(*sg->graph)
                        : "__device__ __forceinline__ float score_mod(float score, int, int, "
@@ -119,7 +121,11 @@ cuda::FlexFusedArgs prepare(const FlexArgs& a, const FlexGraphFn* sg, const Flex
     for (const Tensor& t : ts) r.push_back({t.raw_data(), t.sizes(), t.strides()});
     return r;
   };
-  f.score_captured = refs(a.score_captured);
+  TensorList score_caps = a.score_captured;
+  if (contiguous_score_captured)
+    for (Tensor& t : score_caps) t = t.contiguous();
+  keep.insert(keep.end(), score_caps.begin(), score_caps.end());
+  f.score_captured = refs(score_caps);
   f.mask_captured = refs(a.mask_captured);
   f.check_faults =
       (sg && flex_codegen::uses_index(*sg->graph)) || (mg && flex_codegen::uses_index(*mg->graph));
@@ -189,7 +195,7 @@ std::optional<TensorList> flex_try_fused_backward(const FlexArgs& a, const Tenso
   TensorList keep;
   cuda::FlexFusedArgs f;
   try {
-    f = prepare(a, sg, mg, keep);
+    f = prepare(a, sg, mg, keep, true);
     f.score_mod_backward_src =
         sg ? flex_codegen::generate_score_mod_backward(*sg->graph, needs)
            : "__device__ __forceinline__ float score_mod_backward(float, int, int, int, int, "
@@ -214,23 +220,17 @@ std::optional<TensorList> flex_try_fused_backward(const FlexArgs& a, const Tenso
   f.dk = dk.raw_data();
   f.dv = dv.raw_data();
   f.deterministic = o.deterministic;
-  // Gradient buffers (float32, or int64 fixed point) over contiguous captured tensors, so
-  // the forward's element offsets address both.
+  // Gradient buffers (float32, or int64 fixed point) shaped like the contiguous captured
+  // tensors prepare() passed, so the forward's element offsets address both.
   TensorList cap_grads;
-  TensorList contiguous_caps;
   for (size_t i = 0; i < a.score_captured.size(); ++i) {
-    const Tensor c = a.score_captured[i].contiguous();
-    contiguous_caps.push_back(c);
     Tensor g;
     if (needs[i])
-      g = zeros(c.sizes(),
+      g = zeros(a.score_captured[i].sizes(),
                 {.dtype = o.deterministic ? DType::Int64 : DType::Float32, .device = dev});
     cap_grads.push_back(g);
     f.captured_grad.push_back(g.defined() ? g.raw_data() : nullptr);
   }
-  for (size_t i = 0; i < contiguous_caps.size(); ++i)
-    f.score_captured[i] = {contiguous_caps[i].raw_data(), contiguous_caps[i].sizes(),
-                           contiguous_caps[i].strides()};
   cuda::flex_fused_backward(f);
   TensorList res{dq, dk, dv};
   for (size_t i = 0; i < cap_grads.size(); ++i) {
