@@ -251,9 +251,6 @@ std::vector<Row> tensor_rows() {
          d.copy_(cuda({3}));
        },
        {"copy_", "cpu", "cuda:0"}},
-      {"to cuda without a GPU",
-       [] { f32({3}).to(mf::Device::cuda()); },
-       {"to", "cuda:0", "float32[3] on cpu"}},
       {"requires_grad_ on int", [] { i64({2}).requires_grad_(); }, {"requires_grad_", "int64"}},
       {"requires_grad_ on non-leaf",
        [] {
@@ -936,7 +933,13 @@ TEST(BadInput, Factories) {
   run_rows(factory_rows());
 }
 TEST(BadInput, TensorMethodsAndViews) {
-  run_rows(tensor_rows());
+  std::vector<Row> rows = tensor_rows();
+  // Only an error where there is no GPU (CI); on a GPU machine the copy succeeds.
+  if (!mf::cuda_available())
+    rows.push_back({"to cuda without a GPU",
+                    [] { f32({3}).to(mf::Device::cuda()); },
+                    {"to", "cuda:0", "float32[3] on cpu"}});
+  run_rows(rows);
 }
 TEST(BadInput, Elementwise) {
   run_rows(elementwise_rows());
