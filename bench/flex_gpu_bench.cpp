@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <microflex/microflex.h>
@@ -55,6 +57,19 @@ T doc_ids(int64_t S) {
   return mf::from_vector(ids, {S}, {.dtype = mf::DType::Int32}).to(mf::Device::cuda());
 }
 
+// Comma-separated items of `env`, or of `fallback` when it is unset or empty.
+std::vector<std::string> split_list(const char* env, const std::string& fallback) {
+  const std::string text = env && *env ? env : fallback;
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    if (comma > start) out.push_back(text.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
 struct Pattern {
   const char* name;
   mf::ScoreMod score_mod;
@@ -96,13 +111,19 @@ int main() {
          return ids.index({q}) == ids.index({kv});
        }},
   };
-  for (int64_t D : {128, 64}) {
+  // HEAD_DIMS="128,64" and PATTERNS="causal,alibi" select rows, as tools/torch_flex_bench.py.
+  std::vector<int64_t> dims;
+  for (const std::string& d : split_list(std::getenv("HEAD_DIMS"), "128,64"))
+    dims.push_back(std::stoll(d));
+  const std::vector<std::string> only = split_list(std::getenv("PATTERNS"), "");
+  for (int64_t D : dims) {
     const mf::TensorOptions bf{.dtype = mf::DType::BFloat16, .device = gpu};
     T q = mf::randn({B, H, S, D}, bf).requires_grad_(),
       k = mf::randn({B, H, S, D}, bf).requires_grad_(),
       v = mf::randn({B, H, S, D}, bf).requires_grad_();
     const T g = mf::randn({B, H, S, D}, bf);
     for (const Pattern& p : patterns) {
+      if (!only.empty() && std::find(only.begin(), only.end(), p.name) == only.end()) continue;
       std::optional<mf::BlockMask> bm;
       double density = 1.0;
       if (p.mask_mod) {

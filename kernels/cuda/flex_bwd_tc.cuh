@@ -10,10 +10,17 @@
 #include "flex_bwd_common.cuh"
 #include "flex_mma.cuh"
 
+// Tiles (set by the launcher): head dims up to 128 take 8 warps (128 rows per CTA) and
+// streamed tiles of 64; larger ones 4 warps (64 rows) and tiles of 32, so shared memory
+// stays under the limit (a warp's dK and dV accumulators then spill for D = 256).
+#ifndef MF_WARPS
 #define MF_WARPS 8
-#define MF_THREADS 256
-#define MF_BM 128  // rows per CTA: 8 warps x 16
-#define MF_BN 64   // streamed tile: keys (dq) or queries (dkdv)
+#endif
+#ifndef MF_BN
+#define MF_BN 64  // streamed tile: keys (dq) or queries (dkdv)
+#endif
+#define MF_THREADS (MF_WARPS * 32)
+#define MF_BM (MF_WARPS * 16)  // rows per CTA: 16 per warp
 #define MF_DP ((MF_D + 15) / 16 * 16)
 #define MF_DVP ((MF_DV + 15) / 16 * 16)
 #define MF_QLD (MF_DP + 8)
@@ -90,7 +97,7 @@ __device__ __forceinline__ void mf_store_rows(unsigned short* dst, const float (
   }
 }
 
-// dQ for 128 query rows of (b, h): walks the kv blocks of the BlockMask row like the
+// dQ for MF_BM query rows of (b, h): walks the kv blocks of the BlockMask row like the
 // forward (partial ones with mask_mod, then full ones), recomputing P from lse.
 extern "C" __global__ void __launch_bounds__(MF_THREADS)
     flex_bwd_dq(const mf_in_t* __restrict__ q, const mf_in_t* __restrict__ k,
@@ -205,7 +212,7 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
                              m0 + warp * 16 + g, M, t4);
 }
 
-// dK and dV for one kv block of 128 keys of (b, kv head hk): for each query head of the
+// dK and dV for MF_BM keys (within one kv block) of (b, kv head hk): for each query head of the
 // group, walks the q blocks of the transposed BlockMask row (q_indices: partial, with
 // mask_mod; full_q_indices: full), recomputing P from lse. Captured-tensor gradients are
 // accumulated here (each score element is visited once).
@@ -227,7 +234,7 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
   float* dlt_s = lse_s + 2 * MF_BN;                                    // [2][BN]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const int b = blockIdx.z, hk = blockIdx.y, group = Hq / Hkv;
-  const int n0 = blockIdx.x * MF_BM, nblk = blockIdx.x;
+  const int n0 = blockIdx.x * MF_BM, nblk = n0 / MF_KV_BLOCK;
   const long long krow0 = ((long long)b * Hkv + hk) * N;
   const unsigned short* kg = reinterpret_cast<const unsigned short*>(k) + krow0 * MF_D;
   const unsigned short* vg = reinterpret_cast<const unsigned short*>(v) + krow0 * MF_DV;

@@ -70,9 +70,16 @@ int fwd_smem_bytes(const FwdTiles& t, int D, int Dv) {
   const int qld = pad16(D) + 8, vld = pad16(Dv) + 8;
   return (128 * qld + 2 * t.bn * qld + 2 * t.bn * vld) * 2;
 }
-int bwd_smem_bytes(int D, int Dv) {  // MF_DKDV_SMEM_BYTES in flex_bwd_tc.cuh
-  const int qld = pad16(D) + 8, vld = pad16(Dv) + 8;
-  return (128 * (qld + vld) + 2 * 64 * (qld + vld)) * 2 + 2 * 2 * 64 * 4;
+// The tensor-core backward's tiles (MF_WARPS, MF_BN in flex_bwd_tc.cuh): 16 rows per warp.
+struct BwdTiles {
+  int warps, bn;
+};
+BwdTiles bwd_tiles(int D, int Dv) {
+  return std::max(pad16(D), pad16(Dv)) <= 128 ? BwdTiles{8, 64} : BwdTiles{4, 32};
+}
+int bwd_smem_bytes(const BwdTiles& t, int D, int Dv) {  // MF_DKDV_SMEM_BYTES
+  const int qld = pad16(D) + 8, vld = pad16(Dv) + 8, bm = 16 * t.warps;
+  return (bm * (qld + vld) + 2 * t.bn * (qld + vld)) * 2 + 2 * 2 * t.bn * 4;
 }
 
 std::string defines(const FlexFusedArgs& a) {
@@ -129,8 +136,14 @@ NvrtcSource backward_source(const FlexFusedArgs& a) {
     s.source = kFlexBwdTcCuh;
     s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
   }
+  std::string mods = defines(a);
+  if (a.in_dtype != 0) {
+    const BwdTiles t = bwd_tiles(a.D, a.Dv);
+    mods += "#define MF_WARPS " + std::to_string(t.warps) + "\n#define MF_BN " +
+            std::to_string(t.bn) + "\n";
+  }
   s.headers.push_back({"flex_bwd_common.cuh", kFlexBwdCommonCuh});
-  add_common_headers(s, a, defines(a));
+  add_common_headers(s, a, mods);
   s.headers.push_back({"flex_mods_bwd.cuh", a.score_mod_backward_src});
   return s;
 }
@@ -165,7 +178,8 @@ bool flex_fused_forward_supported(int in_dtype, int D, int Dv) {
 }
 
 bool flex_fused_backward_supported(int in_dtype, int D, int Dv) {
-  return D % 8 == 0 && Dv % 8 == 0 && D > 0 && Dv > 0 && D <= 128 && Dv <= 128;
+  const int limit = in_dtype == 0 ? 128 : 256;
+  return D % 8 == 0 && Dv % 8 == 0 && D > 0 && Dv > 0 && D <= limit && Dv <= limit;
 }
 
 void flex_fused_forward(const FlexFusedArgs& a) {
@@ -228,11 +242,12 @@ void flex_fused_backward(const FlexFusedArgs& a) {
                                  dargs, 0, st));
   MF_CUDA_CHECK(cudaGetLastError());
 
-  // Tensor cores: 128 rows per CTA of 256 threads; float32 (SIMT): 32 rows of one thread
+  // Tensor cores: 16 rows per warp (bwd_tiles); float32 (SIMT): 32 rows of one thread
   // each (MF_ROWS in flex_bwd.cuh), static shared memory.
   const bool tc = a.in_dtype != 0;
-  const int rows_per_cta = tc ? 128 : 32, threads = tc ? 256 : 32;
-  const int smem = tc ? bwd_smem_bytes(a.D, a.Dv) : 0;
+  const BwdTiles bt = bwd_tiles(a.D, a.Dv);
+  const int rows_per_cta = tc ? 16 * bt.warps : 32, threads = tc ? 32 * bt.warps : 32;
+  const int smem = tc ? bwd_smem_bytes(bt, a.D, a.Dv) : 0;
   const int *kn = a.kv.num, *ki = a.kv.idx, *kfn = a.kv.full_num, *kfi = a.kv.full_idx;
   void* qargs[] = {&q,  &k,  &v,   &dout, &lse, &delta, &dq, &Hq, &Hkv, &M,  &N,   &scale,
                    &kn, &ki, &kfn, &kfi,  &mb,  &mh,    &Mb, &Nb, &sc,  &mc, &drop};

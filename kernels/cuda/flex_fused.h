@@ -46,9 +46,8 @@ struct FlexFusedArgs {
   bool deterministic = false;        // captured_grad buffers are int64 32.32 fixed point
 };
 
-// Whether the fused kernels take this dtype / head dims: the forward multiples of 8 up to
-// 256 (tensor cores, bf16 / fp16) or 128 (SIMT, float32); the backward multiples of 8 up
-// to 128 (tensor cores for bf16 / fp16, SIMT for float32).
+// Whether the fused kernels take this dtype / head dims: multiples of 8 up to 256 on
+// tensor cores (bf16 / fp16), up to 128 in SIMT (float32), forward and backward.
 bool flex_fused_forward_supported(int in_dtype, int D, int Dv);
 bool flex_fused_backward_supported(int in_dtype, int D, int Dv);
 

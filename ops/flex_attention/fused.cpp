@@ -41,9 +41,7 @@ std::string unsupported_reason(const FlexArgs& a, bool backward) {
     return std::string(backward ? "the backward" : "the forward") + " with dtype " +
            dtype_name(dt) + " and head dims D = " + std::to_string(D) +
            ", Dv = " + std::to_string(Dv) +
-           (backward ? " (needs multiples of 8 up to 128)"
-                     : " (needs multiples of 8 up to 256 for bfloat16 / float16, 128 for "
-                       "float32)");
+           " (needs multiples of 8 up to 256 for bfloat16 / float16, 128 for float32)";
   if (!a.block_mask.empty() && (a.q_block != 128 || a.kv_block != 128))
     return "BlockMask block sizes other than 128";
   if (a.q.numel() > (int64_t{1} << 31) || a.k.numel() > (int64_t{1} << 31) ||
