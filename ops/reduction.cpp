@@ -149,6 +149,7 @@ void write_rows(const Tensor& out, const RowLayout& l, F fill) {
   v.copy_(tmp);
 }
 
+#ifdef MICROFLEX_WITH_CUDA
 // Whether the sorted reduced dims `rd` are one adjacent run, and then the [outer, R, inner]
 // view of `sizes` around it.
 bool middle_block(const Shape& sizes, const Shape& rd, int64_t* outer, int64_t* r, int64_t* inner) {
@@ -164,6 +165,7 @@ bool middle_block(const Shape& sizes, const Shape& rd, int64_t* outer, int64_t* 
   }
   return true;
 }
+#endif
 
 // [outer, R, inner] around `dim` of a tensor of `sizes`.
 void split_at_dim(const Shape& sizes, int64_t dim, int64_t* outer, int64_t* r, int64_t* inner) {

@@ -2,6 +2,7 @@
 // (causal, sliding window, prefix LM, document masking, ALiBi, softcap, rotary, no mask),
 // the BlockMask cache, gradcheck of the parameters, and errors.
 #include "models/attention.h"
+#include "core/random.h"
 
 #include "models/model_reference.h"
 #include "test_util.h"
@@ -162,6 +163,22 @@ TEST(Attention, BlockMaskIsCachedPerLength) {
   EXPECT_FALSE(c->kv_num_blocks.is_same(a->kv_num_blocks));
   mf::CausalSelfAttention full({.n_embd = C, .n_head = H, .pattern = {.causal = false}});
   EXPECT_FALSE(full.block_mask(T, mf::Device::cpu()).has_value());
+}
+
+// With dropout, a training forward draws twice from the default generator (the attention
+// probabilities, then the output projection) and an eval forward not at all, so eval
+// output is deterministic.
+TEST(Attention, DropoutOnProbabilitiesInTrainingOnly) {
+  mf::manual_seed(3);
+  mf::CausalSelfAttention attn({.n_embd = C, .n_head = H, .dropout = 0.5});
+  const mf::Tensor x = mf::randn({B, T, C});
+  const uint64_t before = mf::default_generator_state().offset;
+  (void)attn.forward(x);
+  EXPECT_EQ(mf::default_generator_state().offset, before + 2);
+  attn.eval();
+  const mf::Tensor e1 = attn.forward(x), e2 = attn.forward(x);
+  EXPECT_EQ(mf::default_generator_state().offset, before + 2);
+  EXPECT_EQ(e1.to_vector<double>(), e2.to_vector<double>());
 }
 
 TEST(Attention, Gradcheck) {
