@@ -2,6 +2,7 @@
 #include "core/profiler.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -40,7 +41,7 @@ struct Record {
 
 struct State {
   std::mutex mu;
-  bool on = false;
+  std::atomic<bool> on{false};  // read without the lock on every dispatch
   ProfilerOptions options;
   std::vector<Record> records;
 #ifdef MICROFLEX_WITH_CUDA

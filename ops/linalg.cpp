@@ -189,15 +189,6 @@ void matmul_cuda(const Tensor& a, const Tensor& b, const Tensor& out) {
     return;
   }
   const bool floating = is_floating(a.dtype());
-  // [*, M, K] @ [K, N] with a contiguous: one GEMM over batch * M rows, which cuBLAS runs
-  // faster than a batch of GEMMs that share one B.
-  if (b.dim() == 2 && a.dim() > 2 && a.is_contiguous()) {
-    const GpuOperand ga = gpu_operand(a.reshape({batch * s.M, s.K}), Shape{}, floating);
-    const GpuOperand gb = gpu_operand(b, Shape{}, floating);
-    cuda::matmul(dev, a.dtype(), 1, batch * s.M, s.N, s.K, ga.m, gb.m, out.raw_data(),
-                 cuda::allow_tf32());
-    return;
-  }
   const GpuOperand ga = gpu_operand(a.dim() == 1 ? a.unsqueeze(0) : a, s.batch, floating);
   const GpuOperand gb = gpu_operand(b.dim() == 1 ? b.unsqueeze(1) : b, s.batch, floating);
   cuda::matmul(dev, a.dtype(), batch, s.M, s.N, s.K, ga.m, gb.m, out.raw_data(),

@@ -149,7 +149,6 @@ void write_rows(const Tensor& out, const RowLayout& l, F fill) {
   v.copy_(tmp);
 }
 
-#ifdef MICROFLEX_WITH_CUDA
 // Whether the sorted reduced dims `rd` are one adjacent run, and then the [outer, R, inner]
 // view of `sizes` around it.
 bool middle_block(const Shape& sizes, const Shape& rd, int64_t* outer, int64_t* r, int64_t* inner) {
@@ -165,16 +164,10 @@ bool middle_block(const Shape& sizes, const Shape& rd, int64_t* outer, int64_t* 
   }
   return true;
 }
-#endif
 
 // [outer, R, inner] around `dim` of a tensor of `sizes`.
 void split_at_dim(const Shape& sizes, int64_t dim, int64_t* outer, int64_t* r, int64_t* inner) {
-  *outer = *r = *inner = 1;
-  for (int64_t i = 0; i < static_cast<int64_t>(sizes.size()); ++i) {
-    if (i < dim) *outer *= sizes[i];
-    if (i == dim) *r = sizes[i];
-    if (i > dim) *inner *= sizes[i];
-  }
+  middle_block(sizes, {dim}, outer, r, inner);
 }
 
 Tensor amax_amin_backward(const Tensor& g, const Tensor& x, const Tensor& y, const Shape& dims,
