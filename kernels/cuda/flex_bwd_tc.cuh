@@ -63,10 +63,7 @@ __device__ __forceinline__ void mf_mm_pb(float (&acc)[NP / 8][4], const float (&
 #pragma unroll
   for (int kk = 0; kk < MF_BN / 16; ++kk) {
     unsigned a[4];
-    a[0] = mf_pack2(p[2 * kk][0], p[2 * kk][1]);
-    a[1] = mf_pack2(p[2 * kk][2], p[2 * kk][3]);
-    a[2] = mf_pack2(p[2 * kk + 1][0], p[2 * kk + 1][1]);
-    a[3] = mf_pack2(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+    mf_pack_a(a, p, kk);
 #pragma unroll
     for (int dp = 0; dp < NP / 16; ++dp) {
       unsigned bf[4];
@@ -135,20 +132,10 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
   mf_load_tile<MF_BM, MF_D, MF_QLD, MF_THREADS>(q_s, qg, m0, M, tid);
   mf_load_tile<MF_BM, MF_DV, MF_VLD, MF_THREADS>(do_s, dog, m0, M, tid);
 
-  const long long mrow = mf_mask_row(b, h, mask_b, mask_h, Mb, m0 / MF_Q_BLOCK);
-  const int nkv_blocks = (N + MF_KV_BLOCK - 1) / MF_KV_BLOCK;
-  const int n_partial = kv_num == nullptr ? 0 : kv_num[mrow];
-  const int n_full = kv_num == nullptr ? nkv_blocks : full_num[mrow];
-  constexpr int TPB = MF_KV_BLOCK / MF_BN;
-  const int n_tiles = (n_partial + n_full) * TPB;
-  auto tile_start = [&](int i) {
-    const int j = i / TPB;
-    int blk = j;
-    if (kv_num != nullptr)
-      blk = j < n_partial ? kv_idx[mrow * Nb + j] : full_idx[mrow * Nb + j - n_partial];
-    return blk * MF_KV_BLOCK + (i % TPB) * MF_BN;
-  };
-  int n0_next = n_tiles > 0 ? tile_start(0) : 0;
+  const MfKvTiles<MF_KV_BLOCK / MF_BN> tiles(kv_num, kv_idx, full_num, full_idx, b, h, mask_b,
+                                             mask_h, Mb, Nb, N, m0);
+  const int n_tiles = tiles.count;
+  int n0_next = n_tiles > 0 ? tiles.start(0) : 0;
   if (n_tiles > 0) {
     mf_load_tile<MF_BN, MF_D, MF_QLD, MF_THREADS>(k_s, kg, n0_next, N, tid);
     mf_load_tile<MF_BN, MF_DV, MF_VLD, MF_THREADS>(v_s, vg, n0_next, N, tid);
@@ -173,10 +160,10 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
 
   for (int i = 0; i < n_tiles; ++i) {
     const int n0 = n0_next;
-    const bool partial = i / TPB < n_partial;
+    const bool partial = tiles.partial(i);
     const int stage = i & 1;
     if (i + 1 < n_tiles) {
-      n0_next = tile_start(i + 1);
+      n0_next = tiles.start(i + 1);
       mf_load_tile<MF_BN, MF_D, MF_QLD, MF_THREADS>(k_s + (stage ^ 1) * MF_BN * MF_QLD, kg, n0_next,
                                                     N, tid);
       mf_load_tile<MF_BN, MF_DV, MF_VLD, MF_THREADS>(v_s + (stage ^ 1) * MF_BN * MF_VLD, vg,

@@ -174,6 +174,36 @@ __device__ __forceinline__ long long mf_mask_row(int b, int h, int mask_b, int m
   return ((long long)(mask_b == 1 ? 0 : b) * mask_h + (mask_h == 1 ? 0 : h)) * Mb + q_block;
 }
 
+// The key tiles one query block visits in the tensor-core kernels: the BlockMask row's
+// partial kv blocks (mask_mod applied), then its full ones, each split into TPB tiles of
+// MF_KV_BLOCK / TPB keys; without a mask (kv_num null) every kv block is full.
+template <int TPB>
+struct MfKvTiles {
+  const int *idx, *full_idx;
+  long long row;  // the mask row's offset into kv_indices / full_kv_indices
+  int n_partial, count;
+  __device__ MfKvTiles(const int* kv_num, const int* kv_idx, const int* full_num,
+                       const int* full_kv_idx, int b, int h, int mask_b, int mask_h, int Mb, int Nb,
+                       int N, int m0)
+      : idx(kv_idx), full_idx(full_kv_idx) {
+    const long long mrow = mf_mask_row(b, h, mask_b, mask_h, Mb, m0 / MF_Q_BLOCK);
+    row = mrow * Nb;
+    n_partial = kv_num == nullptr ? 0 : kv_num[mrow];
+    const int n_full = kv_num == nullptr ? (N + MF_KV_BLOCK - 1) / MF_KV_BLOCK : full_num[mrow];
+    count = (n_partial + n_full) * TPB;
+    if (kv_num == nullptr) idx = nullptr;
+  }
+  __device__ bool partial(int i) const { return i / TPB < n_partial; }
+  // First key of tile i.
+  __device__ int start(int i) const {
+    const int j = i / TPB;
+    const int blk = idx == nullptr  ? j
+                    : j < n_partial ? idx[row + j]
+                                    : full_idx[row + j - n_partial];
+    return blk * MF_KV_BLOCK + (i % TPB) * (MF_KV_BLOCK / TPB);
+  }
+};
+
 #if MF_DROPOUT
 #include "philox.h"
 // 1 / (1 - dropout p) where P[q, kv] is kept, 0 where dropout removes it.

@@ -70,6 +70,15 @@ int fwd_smem_bytes(const FwdTiles& t, int D, int Dv) {
   const int qld = pad16(D) + 8, vld = pad16(Dv) + 8;
   return (128 * qld + 2 * t.bn * qld + 2 * t.bn * vld) * 2;
 }
+// The Hopper forward (flex_fwd_wg.cuh) covers head dims of whole 128-byte swizzle panels
+// whose tiles fit in shared memory.
+bool use_wgmma_forward(const FlexFusedArgs& a) {
+  auto ok = [](int d) { return d == 64 || d == 128; };
+  return a.in_dtype != 0 && ok(a.D) && ok(a.Dv) && device_arch(a.device) == 90;
+}
+int wg_fwd_smem_bytes(int D, int Dv) {  // MF_SMEM_BYTES in flex_fwd_wg.cuh
+  return 128 * D * 2 * 3 + 128 * Dv * 2 * 3 + 1024;
+}
 // The tensor-core backward's tiles (MF_WARPS, MF_BN in flex_bwd_tc.cuh): 16 rows per warp.
 struct BwdTiles {
   int warps, bn;
@@ -113,6 +122,13 @@ NvrtcSource forward_source(const FlexFusedArgs& a) {
   if (a.in_dtype == 0) {
     s.name = "flex_fwd.cu";
     s.source = kFlexFwdCuh;
+  } else if (use_wgmma_forward(a)) {
+    s.name = "flex_fwd_wg.cu";
+    s.source = kFlexFwdWgCuh;
+    s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
+    s.headers.push_back({"flex_wgmma.cuh", kFlexWgmmaCuh});
+    s.headers.push_back({"flex_wgmma_ops.cuh", kFlexWgmmaOpsCuh});
+    s.headers.push_back({"flex_fwd_common.cuh", kFlexFwdCommonCuh});
   } else {
     const FwdTiles t = fwd_tiles(a.D, a.Dv);
     s.name = "flex_fwd_tc.cu";
@@ -121,6 +137,7 @@ NvrtcSource forward_source(const FlexFusedArgs& a) {
             std::to_string(t.mt) + "\n#define MF_BN " + std::to_string(t.bn) +
             "\n#define MF_QREG 0\n";
     s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
+    s.headers.push_back({"flex_fwd_common.cuh", kFlexFwdCommonCuh});
   }
   add_common_headers(s, a, mods);
   return s;
@@ -185,8 +202,8 @@ bool flex_fused_backward_supported(int in_dtype, int D, int Dv) {
 void flex_fused_forward(const FlexFusedArgs& a) {
   MF_INTERNAL_ASSERT(flex_fused_forward_supported(a.in_dtype, a.D, a.Dv));
   const NvrtcSource src = forward_source(a);
-  const bool tc = a.in_dtype != 0;
-  void* kernel = nvrtc_kernel(src, tc ? "flex_fwd_tc" : "flex_fwd", a.device);
+  const bool tc = a.in_dtype != 0, wg = use_wgmma_forward(a);
+  void* kernel = nvrtc_kernel(src, wg ? "flex_fwd_wg" : tc ? "flex_fwd_tc" : "flex_fwd", a.device);
   set_device(a.device);
   auto st = static_cast<cudaStream_t>(stream(a.device));
   Captured sc = pack(a.score_captured, a.fault, 0), mc = pack(a.mask_captured, a.fault, 1);
@@ -199,7 +216,12 @@ void flex_fused_forward(const FlexFusedArgs& a) {
   FlexDropout drop = dropout_of(a);
   void* args[] = {&q,  &k,  &v,  &out, &lse, &Hq, &Hkv, &M,  &N,  &scale, &kn,
                   &ki, &fn, &fi, &mb,  &mh,  &Mb, &Nb,  &sc, &mc, &drop};
-  if (tc) {
+  if (wg) {
+    const int smem = wg_fwd_smem_bytes(a.D, a.Dv);
+    allow_smem(kernel, smem, a.device);
+    const dim3 grid((a.M + 127) / 128, a.Hq, a.B);
+    MF_CUDA_CHECK(cudaLaunchKernel(kernel, grid, dim3(256), args, smem, st));
+  } else if (tc) {
     const FwdTiles t = fwd_tiles(a.D, a.Dv);
     const int smem = fwd_smem_bytes(t, a.D, a.Dv);
     allow_smem(kernel, smem, a.device);

@@ -12,73 +12,10 @@
 #define MF_DVP ((MF_DV + 15) / 16 * 16)  // Dv padded to pairs of 8-wide n tiles
 #define MF_QLD (MF_DP + 8)               // shared row strides (Note [Flex tensor-core fragments])
 #define MF_VLD (MF_DVP + 8)
-#define MF_LOG2E 1.4426950408889634f
-#define MF_LN2 0.6931471805599453f
+#include "flex_fwd_common.cuh"
 
 // Shared memory bytes the launcher reserves: Q, then two stages of K and of V.
 #define MF_SMEM_BYTES ((MF_BM * MF_QLD + 2 * MF_BN * MF_QLD + 2 * MF_BN * MF_VLD) * 2)
-
-// One tile's scores -> probabilities (in place), with the running max / sum and the
-// output rescale of the online softmax, in base 2. row0 / kv0: this lane's first row and
-// key. CHECK: apply the bounds (rows past M, keys past N) and, when partial, mask_mod.
-template <bool CHECK>
-__device__ __forceinline__ void mf_softmax_tile(float (&s)[MF_MT][MF_BN / 8][4],
-                                                float (&m_run)[MF_MT][2], float (&l_run)[MF_MT][2],
-                                                float (&acc)[MF_MT][MF_DVP / 8][4], int row0,
-                                                int kv0, int M, int N, float scale, bool partial,
-                                                int b, int h, const FlexCaptured& score_cap,
-                                                const FlexCaptured& mask_cap,
-                                                const FlexDropout& drop) {
-#pragma unroll
-  for (int mt = 0; mt < MF_MT; ++mt) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = row0 + mt * 16 + r * 8;
-      float mx = MF_NEG_INF;
-#pragma unroll
-      for (int nt = 0; nt < MF_BN / 8; ++nt) {
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const int kv = kv0 + nt * 8 + c;
-          float x = MF_NEG_INF;
-          if (!CHECK || (row < M && kv < N)) {
-            x = score_mod(s[mt][nt][2 * r + c] * scale, b, h, row, kv, score_cap);
-            if (CHECK && partial && !mask_mod(b, h, row, kv, mask_cap)) x = MF_NEG_INF;
-            x *= MF_LOG2E;
-          }
-          s[mt][nt][2 * r + c] = x;
-          mx = fmaxf(mx, x);
-        }
-      }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m_run[mt][r], mx);
-      const float m_use = m_new == MF_NEG_INF ? 0.0f : m_new;
-      const float alpha = exp2f(m_run[mt][r] - m_use);
-      m_run[mt][r] = m_new;
-      float sum = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < MF_BN / 8; ++nt) {
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const float p = exp2f(s[mt][nt][2 * r + c] - m_use);
-          sum += p;  // the softmax normaliser counts every probability, dropped or not
-#if MF_DROPOUT
-          s[mt][nt][2 * r + c] = p * mf_dropout_factor(drop, b, h, row, kv0 + nt * 8 + c);
-#else
-          s[mt][nt][2 * r + c] = p;
-#endif
-        }
-      }
-      l_run[mt][r] = l_run[mt][r] * alpha + sum;
-#pragma unroll
-      for (int dn = 0; dn < MF_DVP / 8; ++dn) {
-        acc[mt][dn][2 * r] *= alpha;
-        acc[mt][dn][2 * r + 1] *= alpha;
-      }
-    }
-  }
-}
 
 // One CTA per (query block of 128 rows, head, batch). Each warp owns MF_MT x 16 query rows
 // and keeps their output accumulators in registers; K and V tiles of MF_BN keys stream
@@ -119,21 +56,10 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
   }
   mf_load_tile<MF_BM, MF_D, MF_QLD, MF_THREADS>(q_s, qg, m0, M, tid);
 
-  // The tiles to visit: each kv block of the mask row splits into 128 / BN tiles.
-  const long long mrow = mf_mask_row(b, h, mask_b, mask_h, Mb, m0 / MF_Q_BLOCK);
-  const int nkv_blocks = (N + MF_KV_BLOCK - 1) / MF_KV_BLOCK;
-  const int n_partial = kv_num == nullptr ? 0 : kv_num[mrow];
-  const int n_full = kv_num == nullptr ? nkv_blocks : full_num[mrow];
-  constexpr int TPB = MF_KV_BLOCK / MF_BN;
-  const int n_tiles = (n_partial + n_full) * TPB;
-  auto tile_start = [&](int i) {
-    const int j = i / TPB;
-    int blk = j;
-    if (kv_num != nullptr)
-      blk = j < n_partial ? kv_idx[mrow * Nb + j] : full_idx[mrow * Nb + j - n_partial];
-    return blk * MF_KV_BLOCK + (i % TPB) * MF_BN;
-  };
-  int n0_next = n_tiles > 0 ? tile_start(0) : 0;
+  const MfKvTiles<MF_KV_BLOCK / MF_BN> tiles(kv_num, kv_idx, full_num, full_idx, b, h, mask_b,
+                                             mask_h, Mb, Nb, N, m0);
+  const int n_tiles = tiles.count;
+  int n0_next = n_tiles > 0 ? tiles.start(0) : 0;
   if (n_tiles > 0) {
     mf_load_tile<MF_BN, MF_D, MF_QLD, MF_THREADS>(k_s, kg, n0_next, N, tid);
     mf_load_tile<MF_BN, MF_DV, MF_VLD, MF_THREADS>(v_s, vg, n0_next, N, tid);
@@ -160,10 +86,10 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
 
   for (int i = 0; i < n_tiles; ++i) {
     const int n0 = n0_next;
-    const bool partial = i / TPB < n_partial;
+    const bool partial = tiles.partial(i);
     const int stage = i & 1;
     if (i + 1 < n_tiles) {
-      n0_next = tile_start(i + 1);
+      n0_next = tiles.start(i + 1);
       mf_load_tile<MF_BN, MF_D, MF_QLD, MF_THREADS>(k_s + (stage ^ 1) * MF_BN * MF_QLD, kg, n0_next,
                                                     N, tid);
       mf_load_tile<MF_BN, MF_DV, MF_VLD, MF_THREADS>(v_s + (stage ^ 1) * MF_BN * MF_VLD, vg,
@@ -218,23 +144,20 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
       }
       // score_mod, masks, then the online softmax; the bounds and mask_mod checks only
       // where the tile is partial or crosses M or N.
+      float alpha[MF_MT][2];
       if (partial || n0 + MF_BN > N || m0 + MF_BM > M)
-        mf_softmax_tile<true>(s, m_run, l_run, acc, m0 + wrow0 + g, n0 + 2 * t4, M, N, scale,
+        mf_softmax_tile<true>(s, m_run, l_run, alpha, m0 + wrow0 + g, n0 + 2 * t4, M, N, scale,
                               partial, b, h, score_cap, mask_cap, drop);
       else
-        mf_softmax_tile<false>(s, m_run, l_run, acc, m0 + wrow0 + g, n0 + 2 * t4, M, N, scale,
+        mf_softmax_tile<false>(s, m_run, l_run, alpha, m0 + wrow0 + g, n0 + 2 * t4, M, N, scale,
                                false, b, h, score_cap, mask_cap, drop);
-        // O += P V, P re-packed from the S fragments.
+      mf_rescale(acc, alpha);
+      // O += P V, P re-packed from the S fragments.
 #pragma unroll
       for (int kk = 0; kk < MF_BN / 16; ++kk) {
         unsigned a[MF_MT][4];
 #pragma unroll
-        for (int mt = 0; mt < MF_MT; ++mt) {
-          a[mt][0] = mf_pack2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-          a[mt][1] = mf_pack2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-          a[mt][2] = mf_pack2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-          a[mt][3] = mf_pack2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-        }
+        for (int mt = 0; mt < MF_MT; ++mt) mf_pack_a(a[mt], s[mt], kk);
 #pragma unroll
         for (int dp = 0; dp < MF_DVP / 16; ++dp) {
           unsigned bf[4];
@@ -253,27 +176,5 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
 
   mf_cp_async_wait<0>();  // no tiles at all: the Q load is still in flight
 
-  // Normalise and store; each quad of lanes holds one row's partial sums.
-  const long long obase = ((long long)b * Hq + h) * M;
-  unsigned short* og = reinterpret_cast<unsigned short*>(out);
-#pragma unroll
-  for (int mt = 0; mt < MF_MT; ++mt) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float l = l_run[mt][r];
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const int row = m0 + wrow0 + mt * 16 + g + r * 8;
-      if (row >= M) continue;
-      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-#pragma unroll
-      for (int dn = 0; dn < MF_DVP / 8; ++dn) {
-        const int col = dn * 8 + 2 * t4;
-        if (col < MF_DV)
-          *reinterpret_cast<unsigned*>(og + (obase + row) * MF_DV + col) =
-              mf_pack2(acc[mt][dn][2 * r] * inv, acc[mt][dn][2 * r + 1] * inv);
-      }
-      if (t4 == 0) lse[obase + row] = l > 0.0f ? m_run[mt][r] * MF_LN2 + logf(l) : MF_NEG_INF;
-    }
-  }
+  mf_fwd_store(acc, m_run, l_run, out, lse, ((long long)b * Hq + h) * M, m0 + wrow0 + g, M, t4);
 }

@@ -72,6 +72,16 @@ __device__ __forceinline__ unsigned mf_pack2(float lo, float hi) {
   return r;
 }
 
+// The 16-bit A fragment of k step kk of a product whose A is a row of float C tiles
+// (P in P @ V): C tiles 2 kk and 2 kk + 1 (Note [Flex tensor-core fragments]).
+template <int NT>
+__device__ __forceinline__ void mf_pack_a(unsigned (&a)[4], const float (&c)[NT][4], int kk) {
+  a[0] = mf_pack2(c[2 * kk][0], c[2 * kk][1]);
+  a[1] = mf_pack2(c[2 * kk][2], c[2 * kk][3]);
+  a[2] = mf_pack2(c[2 * kk + 1][0], c[2 * kk + 1][1]);
+  a[3] = mf_pack2(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+}
+
 // Loads rows [r0, r0 + ROWS) of a [*, COLS] row-major matrix (COLS a multiple of 8 16-bit
 // elements) into a shared tile with row stride LD, zero-filling rows at or past `rows`.
 template <int ROWS, int COLS, int LD, int THREADS>

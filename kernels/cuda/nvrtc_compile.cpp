@@ -47,8 +47,10 @@ uint64_t fnv1a(uint64_t h, const std::string& s) {
   return h;
 }
 
-// Compute capability as major * 10 + minor, read once per device.
-int arch_of(int device) {
+}  // namespace
+
+// Read once per device.
+int device_arch(int device) {
   static std::mutex mu;
   static std::map<int, int> archs;
   std::lock_guard<std::mutex> lock(mu);
@@ -59,9 +61,13 @@ int arch_of(int device) {
   return archs[device] = major * 10 + minor;
 }
 
+namespace {
+
 std::vector<std::string> all_options(const NvrtcSource& src, int arch) {
-  std::vector<std::string> o{"--gpu-architecture=sm_" + std::to_string(arch), "--std=c++17",
-                             "--use_fast_math"};
+  // sm_90a: Hopper's own instructions (wgmma), in code that runs only on compute
+  // capability 9.0, which is the device it is compiled for.
+  const std::string target = "sm_" + std::to_string(arch) + (arch == 90 ? "a" : "");
+  std::vector<std::string> o{"--gpu-architecture=" + target, "--std=c++17", "--use_fast_math"};
   o.insert(o.end(), src.options.begin(), src.options.end());
   return o;
 }
@@ -129,7 +135,8 @@ std::string kernel_cache_dir() {
 }
 
 std::string kernel_cache_path(const NvrtcSource& src, int device) {
-  return (std::filesystem::path(kernel_cache_dir()) / (cache_key(src, arch_of(device)) + ".cubin"))
+  return (std::filesystem::path(kernel_cache_dir()) /
+          (cache_key(src, device_arch(device)) + ".cubin"))
       .string();
 }
 
@@ -138,7 +145,7 @@ std::vector<void*> nvrtc_kernels(const NvrtcSource& src, const std::vector<std::
   static std::mutex mu;
   static std::map<std::string, cudaLibrary_t> libraries;  // by cache key
   static std::map<std::string, cudaKernel_t> loaded;      // by cache key + "/" + name
-  const int arch = arch_of(device);
+  const int arch = device_arch(device);
   const std::string key = cache_key(src, arch);
   std::lock_guard<std::mutex> lock(mu);
   std::vector<void*> out;

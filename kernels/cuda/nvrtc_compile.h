@@ -23,6 +23,9 @@ void* nvrtc_kernel(const NvrtcSource& src, const std::string& kernel_name, int d
 std::vector<void*> nvrtc_kernels(const NvrtcSource& src, const std::vector<std::string>& names,
                                  int device);
 
+// `device`'s compute capability as major * 10 + minor (90 on an H100).
+int device_arch(int device);
+
 // The directory compiled CUBINs are kept in (created on demand).
 std::string kernel_cache_dir();
 // The cache file a source would use on `device` (for tests and tools).

@@ -61,6 +61,7 @@ std::vector<Case> cases() {
     c.push_back({"relative_bias", 1, 4, 4, 300, 300, 64, 64, dt, relbias, causal()});
     c.push_back({"gqa", 2, 4, 2, 97, 333, 64, 64, dt, {}, {}});
     c.push_back({"m_ne_n_tails", 1, 4, 4, 65, 1025, 128, 96, dt, {}, {}});
+    c.push_back({"dv_wider_than_d", 1, 2, 2, 190, 211, 64, 128, dt, alibi, causal()});
   }
   // Tensor-core kernels only: float16, and head dims past 128 or not multiples of 16.
   for (auto dt : {bf16, f16}) {
