@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -46,14 +45,17 @@ double time_ms(const std::function<void()>& fn, int iters) {
   return ms[ms.size() / 2];
 }
 
-// Document ids: lengths drawn uniformly from [256, 2048) until S is covered.
+// Document ids: lengths 256 + x % 1792 from the LCG x <- (1103515245 x + 12345) mod 2^31
+// (x0 = 1) until S is covered; tools/torch_flex_bench.py draws the same documents.
 T doc_ids(int64_t S) {
-  std::mt19937 gen(1);
-  std::uniform_int_distribution<int64_t> len(256, 2047);
   std::vector<int64_t> ids;
-  for (int64_t doc = 0; static_cast<int64_t>(ids.size()) < S; ++doc)
-    for (int64_t n = len(gen); n > 0 && static_cast<int64_t>(ids.size()) < S; --n)
+  uint64_t x = 1;
+  for (int64_t doc = 0; static_cast<int64_t>(ids.size()) < S; ++doc) {
+    x = (1103515245u * x + 12345u) % (1u << 31);
+    for (int64_t n = 256 + static_cast<int64_t>(x % 1792);
+         n > 0 && static_cast<int64_t>(ids.size()) < S; --n)
       ids.push_back(doc);
+  }
   return mf::from_vector(ids, {S}, {.dtype = mf::DType::Int32}).to(mf::Device::cuda());
 }
 

@@ -22,6 +22,55 @@ __device__ __forceinline__ void mf_grad_add(const FlexCapturedGrad& g, int slot,
   }
 }
 
+// The query tiles one kv block visits in the dK / dV kernels: for each query head of the
+// GQA group in turn, the transposed BlockMask row's partial q blocks (q_indices, mask_mod
+// applied), then its full ones, each split into TPB tiles of MF_Q_BLOCK / TPB rows;
+// without a mask (q_num null) every q block is full.
+template <int TPB>
+struct MfQTiles {
+  const int *num, *idx, *full_num, *full_idx;
+  int b, mask_b, mask_h, Mb, Nb, nblk, nq_blocks, h_end;
+  int h, j = 0, half = 0, np = 0, nf = 0;
+  long long row = 0;  // the mask row of (b, h, kv block)
+  __device__ MfQTiles(const int* q_num, const int* q_idx, const int* full_q_num,
+                      const int* full_q_idx, int b_, int mask_b_, int mask_h_, int Mb_, int Nb_,
+                      int M, int n0, int h_begin, int group)
+      : num(q_num),
+        idx(q_idx),
+        full_num(full_q_num),
+        full_idx(full_q_idx),
+        b(b_),
+        mask_b(mask_b_),
+        mask_h(mask_h_),
+        Mb(Mb_),
+        Nb(Nb_),
+        nblk(n0 / MF_KV_BLOCK),
+        nq_blocks((M + MF_Q_BLOCK - 1) / MF_Q_BLOCK),
+        h_end(h_begin + group),
+        h(h_begin) {
+    counts();
+  }
+  __device__ void counts() {
+    row = ((long long)(mask_b == 1 ? 0 : b) * mask_h + (mask_h == 1 ? 0 : h)) * Nb + nblk;
+    np = num == nullptr ? 0 : num[row];
+    nf = num == nullptr ? nq_blocks : full_num[row];
+  }
+  // Moves past heads with no tiles left; false once the last head is done.
+  __device__ bool valid() {
+    while (h < h_end && j >= np + nf)
+      if (++h < h_end) counts(), j = 0, half = 0;
+    return h < h_end;
+  }
+  __device__ int m0() const {
+    const int blk = num == nullptr ? j : j < np ? idx[row * Mb + j] : full_idx[row * Mb + j - np];
+    return blk * MF_Q_BLOCK + half * (MF_Q_BLOCK / TPB);
+  }
+  __device__ bool partial() const { return j < np; }
+  __device__ void advance() {
+    if (++half == TPB) half = 0, ++j;
+  }
+};
+
 #include "flex_mods_bwd.cuh"
 
 // One score element's backward: returns d(loss)/d(q.k) (the scale included), 0 where
@@ -29,14 +78,16 @@ __device__ __forceinline__ void mf_grad_add(const FlexCapturedGrad& g, int slot,
 // (after dropout). dp = dO . v; lse2 = lse * log2(e) (+inf for rows that attend to
 // nothing). With dropout factor z (0 or 1 / (1 - p_drop)), O = (P z) V, so dS = P (dp z -
 // delta): delta = rowsum(dO * O) already is sum_j P z dp.
+// check false: the caller knows the element is in range and its tile not partial (a
+// constant after inlining, so the checks compile away).
 __device__ __forceinline__ float mf_bwd_elem(float s, float dp, float lse2, float delta, bool ok,
                                              bool partial, int b, int h, int q, int kv, float scale,
                                              const FlexCaptured& score_cap,
                                              const FlexCaptured& mask_cap,
                                              const FlexCapturedGrad& gcap, const FlexDropout& drop,
-                                             float& p) {
+                                             float& p, bool check = true) {
   p = 0.0f;
-  if (!ok || (partial && !mask_mod(b, h, q, kv, mask_cap))) return 0.0f;
+  if (check && (!ok || (partial && !mask_mod(b, h, q, kv, mask_cap)))) return 0.0f;
   const float x = score_mod(s * scale, b, h, q, kv, score_cap);
   const float prob = exp2f(x * MF_LOG2E - lse2);
   if (prob == 0.0f) return 0.0f;

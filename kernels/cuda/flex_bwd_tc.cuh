@@ -75,25 +75,6 @@ __device__ __forceinline__ void mf_mm_pb(float (&acc)[NP / 8][4], const float (&
   }
 }
 
-// Stores a warp's [16, NP] float accumulator rows (row0, row0 + 8 per lane) to a
-// [*, COLS] row-major 16-bit matrix, skipping rows at or past `rows`.
-template <int NP, int COLS>
-__device__ __forceinline__ void mf_store_rows(unsigned short* dst, const float (&acc)[NP / 8][4],
-                                              int row0, int rows, int t4) {
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = row0 + r * 8;
-    if (row >= rows) continue;
-#pragma unroll
-    for (int dn = 0; dn < NP / 8; ++dn) {
-      const int col = dn * 8 + 2 * t4;
-      if (col < COLS)
-        *reinterpret_cast<unsigned*>(dst + (long long)row * COLS + col) =
-            mf_pack2(acc[dn][2 * r], acc[dn][2 * r + 1]);
-    }
-  }
-}
-
 // dQ for MF_BM query rows of (b, h): walks the kv blocks of the BlockMask row like the
 // forward (partial ones with mask_mod, then full ones), recomputing P from lse.
 extern "C" __global__ void __launch_bounds__(MF_THREADS)
@@ -221,7 +202,7 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
   float* dlt_s = lse_s + 2 * MF_BN;                                    // [2][BN]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const int b = blockIdx.z, hk = blockIdx.y, group = Hq / Hkv;
-  const int n0 = blockIdx.x * MF_BM, nblk = n0 / MF_KV_BLOCK;
+  const int n0 = blockIdx.x * MF_BM;
   const long long krow0 = ((long long)b * Hkv + hk) * N;
   const unsigned short* kg = reinterpret_cast<const unsigned short*>(k) + krow0 * MF_D;
   const unsigned short* vg = reinterpret_cast<const unsigned short*>(v) + krow0 * MF_DV;
@@ -237,33 +218,8 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
   mf_load_tile<MF_BM, MF_D, MF_QLD, MF_THREADS>(k_s, kg, n0, N, tid);
   mf_load_tile<MF_BM, MF_DV, MF_VLD, MF_THREADS>(v_s, vg, n0, N, tid);
 
-  // Tiles over (query head of the group, q block, half of it): h-major.
-  const int nq_blocks = (M + MF_Q_BLOCK - 1) / MF_Q_BLOCK;
-  constexpr int TPB = MF_Q_BLOCK / MF_BN;
-  auto counts = [&](int hh, int& np, int& nf, long long& row) {
-    row = ((long long)(mask_b == 1 ? 0 : b) * mask_h + (mask_h == 1 ? 0 : hh)) * Nb + nblk;
-    np = q_num == nullptr ? 0 : q_num[row];
-    nf = q_num == nullptr ? nq_blocks : full_num[row];
-  };
-  // Visits tiles in order; `next` advances (hh, j, half) and says whether one remains.
-  int cur_h = hk * group, cur_j = 0, cur_half = 0, np = 0, nf = 0;
-  long long mrow = 0;
-  counts(cur_h, np, nf, mrow);
-  auto valid = [&]() {
-    while (cur_h < (hk + 1) * group && cur_j >= np + nf) {
-      if (++cur_h < (hk + 1) * group) counts(cur_h, np, nf, mrow), cur_j = 0, cur_half = 0;
-    }
-    return cur_h < (hk + 1) * group;
-  };
-  auto tile_m0 = [&]() {
-    int blk = cur_j;
-    if (q_num != nullptr)
-      blk = cur_j < np ? q_idx[mrow * Mb + cur_j] : full_idx[mrow * Mb + cur_j - np];
-    return blk * MF_Q_BLOCK + cur_half * MF_BN;
-  };
-  auto advance = [&]() {
-    if (++cur_half == TPB) cur_half = 0, ++cur_j;
-  };
+  MfQTiles<MF_Q_BLOCK / MF_BN> tiles(q_num, q_idx, full_num, full_idx, b, mask_b, mask_h, Mb, Nb, M,
+                                     n0, hk * group, group);
   auto load = [&](int stage, int hh, int m0) {
     const long long qrow0 = ((long long)b * Hq + hh) * M;
     mf_load_tile<MF_BN, MF_D, MF_QLD, MF_THREADS>(
@@ -280,9 +236,9 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
     }
   };
 
-  bool have = valid();
-  int t_h = cur_h, t_m0 = have ? tile_m0() : 0;
-  bool t_partial = cur_j < np;
+  bool have = tiles.valid();
+  int t_h = tiles.h, t_m0 = have ? tiles.m0() : 0;
+  bool t_partial = tiles.partial();
   if (have) load(0, t_h, t_m0);
   mf_cp_async_commit();
 
@@ -302,10 +258,10 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
   for (int stage = 0; have; stage ^= 1) {
     const int h = t_h, m0 = t_m0;
     const bool partial = t_partial;
-    advance();
-    have = valid();
+    tiles.advance();
+    have = tiles.valid();
     if (have) {
-      t_h = cur_h, t_m0 = tile_m0(), t_partial = cur_j < np;
+      t_h = tiles.h, t_m0 = tiles.m0(), t_partial = tiles.partial();
       load(stage ^ 1, t_h, t_m0);
       mf_cp_async_commit();
       mf_cp_async_wait<1>();

@@ -70,14 +70,17 @@ int fwd_smem_bytes(const FwdTiles& t, int D, int Dv) {
   const int qld = pad16(D) + 8, vld = pad16(Dv) + 8;
   return (128 * qld + 2 * t.bn * qld + 2 * t.bn * vld) * 2;
 }
-// The Hopper forward (flex_fwd_wg.cuh) covers head dims of whole 128-byte swizzle panels
-// whose tiles fit in shared memory.
-bool use_wgmma_forward(const FlexFusedArgs& a) {
+// The Hopper kernels (flex_fwd_wg.cuh, flex_bwd_wg.cuh) cover 16-bit inputs with head dims
+// of whole 128-byte swizzle panels whose tiles fit in shared memory.
+bool use_wgmma(const FlexFusedArgs& a) {
   auto ok = [](int d) { return d == 64 || d == 128; };
   return a.in_dtype != 0 && ok(a.D) && ok(a.Dv) && device_arch(a.device) == 90;
 }
 int wg_fwd_smem_bytes(int D, int Dv) {  // MF_SMEM_BYTES in flex_fwd_wg.cuh
   return 128 * D * 2 * 3 + 128 * Dv * 2 * 3 + 1024;
+}
+int wg_bwd_smem_bytes(int D, int Dv) {  // MF_BWD_SMEM_BYTES in flex_bwd_wg.cuh (64-row tiles)
+  return 64 * (D + Dv) * 2 * 3 + 2 * 2 * 64 * 4 + 1024;
 }
 // The tensor-core backward's tiles (MF_WARPS, MF_BN in flex_bwd_tc.cuh): 16 rows per warp.
 struct BwdTiles {
@@ -122,7 +125,7 @@ NvrtcSource forward_source(const FlexFusedArgs& a) {
   if (a.in_dtype == 0) {
     s.name = "flex_fwd.cu";
     s.source = kFlexFwdCuh;
-  } else if (use_wgmma_forward(a)) {
+  } else if (use_wgmma(a)) {
     s.name = "flex_fwd_wg.cu";
     s.source = kFlexFwdWgCuh;
     s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
@@ -145,16 +148,23 @@ NvrtcSource forward_source(const FlexFusedArgs& a) {
 
 NvrtcSource backward_source(const FlexFusedArgs& a) {
   NvrtcSource s;
+  const bool wg = use_wgmma(a);
   if (a.in_dtype == 0) {
     s.name = "flex_bwd.cu";
     s.source = kFlexBwdCuh;
+  } else if (wg) {
+    s.name = "flex_bwd_wg.cu";
+    s.source = kFlexBwdWgCuh;
+    s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
+    s.headers.push_back({"flex_wgmma.cuh", kFlexWgmmaCuh});
+    s.headers.push_back({"flex_wgmma_ops.cuh", kFlexWgmmaOpsCuh});
   } else {
     s.name = "flex_bwd_tc.cu";
     s.source = kFlexBwdTcCuh;
     s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
   }
   std::string mods = defines(a);
-  if (a.in_dtype != 0) {
+  if (a.in_dtype != 0 && !wg) {
     const BwdTiles t = bwd_tiles(a.D, a.Dv);
     mods += "#define MF_WARPS " + std::to_string(t.warps) + "\n#define MF_BN " +
             std::to_string(t.bn) + "\n";
@@ -202,7 +212,7 @@ bool flex_fused_backward_supported(int in_dtype, int D, int Dv) {
 void flex_fused_forward(const FlexFusedArgs& a) {
   MF_INTERNAL_ASSERT(flex_fused_forward_supported(a.in_dtype, a.D, a.Dv));
   const NvrtcSource src = forward_source(a);
-  const bool tc = a.in_dtype != 0, wg = use_wgmma_forward(a);
+  const bool tc = a.in_dtype != 0, wg = use_wgmma(a);
   void* kernel = nvrtc_kernel(src, wg ? "flex_fwd_wg" : tc ? "flex_fwd_tc" : "flex_fwd", a.device);
   set_device(a.device);
   auto st = static_cast<cudaStream_t>(stream(a.device));
@@ -238,8 +248,12 @@ void flex_fused_forward(const FlexFusedArgs& a) {
 void flex_fused_backward(const FlexFusedArgs& a) {
   MF_INTERNAL_ASSERT(flex_fused_backward_supported(a.in_dtype, a.D, a.Dv));
   const NvrtcSource src = backward_source(a);
+  const bool wg = use_wgmma(a);
   const std::vector<void*> ks =
-      nvrtc_kernels(src, {"flex_bwd_delta", "flex_bwd_dq", "flex_bwd_dkdv"}, a.device);
+      nvrtc_kernels(src,
+                    {"flex_bwd_delta", wg ? "flex_bwd_dq_wg" : "flex_bwd_dq",
+                     wg ? "flex_bwd_dkdv_wg" : "flex_bwd_dkdv"},
+                    a.device);
   void *k_delta = ks[0], *k_dq = ks[1], *k_dkdv = ks[2];
   set_device(a.device);
   auto st = static_cast<cudaStream_t>(stream(a.device));
@@ -264,12 +278,14 @@ void flex_fused_backward(const FlexFusedArgs& a) {
                                  dargs, 0, st));
   MF_CUDA_CHECK(cudaGetLastError());
 
-  // Tensor cores: 16 rows per warp (bwd_tiles); float32 (SIMT): 32 rows of one thread
-  // each (MF_ROWS in flex_bwd.cuh), static shared memory.
+  // Hopper: one warpgroup of 64 rows (MF_BM in flex_bwd_wg.cuh); mma.sync: 16 rows per
+  // warp (bwd_tiles); float32 (SIMT): 32 rows of one thread each (MF_ROWS in flex_bwd.cuh),
+  // static shared memory.
   const bool tc = a.in_dtype != 0;
   const BwdTiles bt = bwd_tiles(a.D, a.Dv);
-  const int rows_per_cta = tc ? 16 * bt.warps : 32, threads = tc ? 32 * bt.warps : 32;
-  const int smem = tc ? bwd_smem_bytes(bt, a.D, a.Dv) : 0;
+  const int rows_per_cta = wg ? 64 : tc ? 16 * bt.warps : 32;
+  const int threads = wg ? 128 : tc ? 32 * bt.warps : 32;
+  const int smem = wg ? wg_bwd_smem_bytes(a.D, a.Dv) : tc ? bwd_smem_bytes(bt, a.D, a.Dv) : 0;
   const int *kn = a.kv.num, *ki = a.kv.idx, *kfn = a.kv.full_num, *kfi = a.kv.full_idx;
   void* qargs[] = {&q,  &k,  &v,   &dout, &lse, &delta, &dq, &Hq, &Hkv, &M,  &N,   &scale,
                    &kn, &ki, &kfn, &kfi,  &mb,  &mh,    &Mb, &Nb, &sc,  &mc, &drop};

@@ -29,21 +29,6 @@
 // two (S_{j-1} completed in iteration j - 1). The barrier at the top of each iteration
 // orders the loads' overwrites after every warpgroup's reads of the stage.
 
-// Tensor-core products of one tile for this warpgroup (Note [Flex wgmma operands]).
-__device__ __forceinline__ void mf_wg_scores(float (&s)[MF_BN / 8][4], unsigned q_addr,
-                                             unsigned k_addr) {
-#pragma unroll
-  for (int kk = 0; kk < MF_D / 16; ++kk)
-    mf_wgmma_ss<0, 0>(s, mf_wg_desc(q_addr + (kk / 4) * MF_BM * 128 + (kk % 4) * 32, 0, 1024),
-                      mf_wg_desc(k_addr + (kk / 4) * MF_BN * 128 + (kk % 4) * 32, 0, 1024), kk > 0);
-}
-__device__ __forceinline__ void mf_wg_pv(float (&acc)[MF_DV / 8][4],
-                                         const unsigned (&p)[MF_BN / 16][4], unsigned v_addr) {
-#pragma unroll
-  for (int kk = 0; kk < MF_BN / 16; ++kk)
-    mf_wgmma_rs<1>(acc, p[kk], mf_wg_desc(v_addr + kk * 2048, MF_BN * 128, 1024), 1);
-}
-
 // One CTA per (query block of 128 rows, head, batch): two warpgroups of 64 rows each keep
 // their output accumulators in registers. K and V tiles of 128 keys stream through shared
 // memory (cp.async; tile j + 1 loads while tile j computes), in the order of the BlockMask
@@ -114,10 +99,10 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 1)
     float s[1][MF_BN / 8][4];
     mf_wgmma_fence_operands(acc[0]);
     mf_wgmma_arrive();
-    mf_wg_scores(s[0], q_addr, k_addr + (i % 2) * MF_K_BYTES);
+    mf_wg_abt<MF_D, MF_BM, MF_BN>(s[0], q_addr, k_addr + (i % 2) * MF_K_BYTES);  // S = Q K^T
     mf_wgmma_commit();
     if (i > 0) {
-      mf_wg_pv(acc[0], p, v_addr + ((i - 1) % 3) * MF_V_BYTES);
+      mf_wg_pb<MF_BN>(acc[0], p, v_addr + ((i - 1) % 3) * MF_V_BYTES);  // O += P V
       mf_wgmma_commit();
       mf_wgmma_wait<1>();
     } else {
@@ -141,7 +126,7 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 1)
   if (n_tiles > 0) {
     mf_wgmma_fence_operands(acc[0]);
     mf_wgmma_arrive();
-    mf_wg_pv(acc[0], p, v_addr + ((n_tiles - 1) % 3) * MF_V_BYTES);
+    mf_wg_pb<MF_BN>(acc[0], p, v_addr + ((n_tiles - 1) % 3) * MF_V_BYTES);
     mf_wgmma_commit();
     mf_wgmma_wait<0>();
     mf_wgmma_fence_operands(acc[0]);

@@ -82,6 +82,25 @@ __device__ __forceinline__ void mf_pack_a(unsigned (&a)[4], const float (&c)[NT]
   a[3] = mf_pack2(c[2 * kk + 1][2], c[2 * kk + 1][3]);
 }
 
+// Stores a warp's [16, NP] float accumulator rows (row0, row0 + 8 per lane) to a
+// [*, COLS] row-major 16-bit matrix, skipping rows at or past `rows`.
+template <int NP, int COLS>
+__device__ __forceinline__ void mf_store_rows(unsigned short* dst, const float (&acc)[NP / 8][4],
+                                              int row0, int rows, int t4) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row0 + r * 8;
+    if (row >= rows) continue;
+#pragma unroll
+    for (int dn = 0; dn < NP / 8; ++dn) {
+      const int col = dn * 8 + 2 * t4;
+      if (col < COLS)
+        *reinterpret_cast<unsigned*>(dst + (long long)row * COLS + col) =
+            mf_pack2(acc[dn][2 * r], acc[dn][2 * r + 1]);
+    }
+  }
+}
+
 // Loads rows [r0, r0 + ROWS) of a [*, COLS] row-major matrix (COLS a multiple of 8 16-bit
 // elements) into a shared tile with row stride LD, zero-filling rows at or past `rows`.
 template <int ROWS, int COLS, int LD, int THREADS>

@@ -41,6 +41,13 @@ __device__ __forceinline__ unsigned long long mf_wg_desc(unsigned addr, unsigned
          static_cast<unsigned long long>((sbo & 0x3FFFF) >> 4) << 32 | 1ull << 62;
 }
 
+// A descriptor moved `bytes` (a multiple of 16) further into shared memory: the start
+// address is the low field, and shared addresses stay under 2^18, so it never carries.
+__device__ __forceinline__ unsigned long long mf_wg_desc_at(unsigned long long desc,
+                                                            unsigned bytes) {
+  return desc + (bytes >> 4);
+}
+
 __device__ __forceinline__ void mf_wgmma_arrive() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
@@ -65,18 +72,50 @@ __device__ __forceinline__ void mf_wgmma_fence_operands(float (&d)[R][4]) {
     for (int j = 0; j < 4; ++j) asm volatile("" : "+f"(d[i][j])::"memory");
 }
 
+// c = A B^T for one warpgroup (the S = Q K^T shape): A is 64 rows of a swizzled
+// [A_ROWS, KD] tile starting at a_addr, B a whole [B_ROWS, KD] tile, both K-major; c is
+// [64, B_ROWS] (R = B_ROWS / 8).
+template <int KD, int A_ROWS, int B_ROWS, int R>
+__device__ __forceinline__ void mf_wg_abt(float (&c)[R][4], unsigned a_addr, unsigned b_addr) {
+  static_assert(R * 8 == B_ROWS, "one accumulator tile per 8 rows of B");
+  const unsigned long long ad = mf_wg_desc(a_addr, 0, 1024), bd = mf_wg_desc(b_addr, 0, 1024);
+#pragma unroll
+  for (int kk = 0; kk < KD / 16; ++kk)
+    mf_wgmma_ss<0, 0>(c, mf_wg_desc_at(ad, (kk / 4) * A_ROWS * 128 + (kk % 4) * 32),
+                      mf_wg_desc_at(bd, (kk / 4) * B_ROWS * 128 + (kk % 4) * 32), kk > 0);
+}
+
+// acc += P B for one warpgroup (the O += P V shape): P [64, K_ROWS] already packed to A
+// fragments, B a swizzled [K_ROWS, 8 R] tile read MN-major (the trans-b bit).
+template <int K_ROWS, int R>
+__device__ __forceinline__ void mf_wg_pb(float (&acc)[R][4], const unsigned (&p)[K_ROWS / 16][4],
+                                         unsigned b_addr) {
+  const unsigned long long bd = mf_wg_desc(b_addr, K_ROWS * 128, 1024);
+#pragma unroll
+  for (int kk = 0; kk < K_ROWS / 16; ++kk)
+    mf_wgmma_rs<1>(acc, p[kk], mf_wg_desc_at(bd, kk * 2048), 1);
+}
+
 // Loads rows [r0, r0 + ROWS) of a [*, COLS] row-major 16-bit matrix (COLS a multiple of
 // 64) into a swizzled shared tile (Note [Flex wgmma operands]), zero-filling rows at or
-// past `rows`. Consecutive threads take consecutive 16-byte chunks of a row.
+// past `rows`. Consecutive threads take consecutive 16-byte chunks of a row; a thread keeps
+// its chunk column on every pass and moves down THREADS / (COLS / 8) rows, a multiple of 8,
+// so its swizzled column never changes either: one address computation per tile.
 template <int ROWS, int COLS, int THREADS>
 __device__ __forceinline__ void mf_load_tile_sw128(unsigned char* dst, const unsigned short* src,
                                                    long long r0, long long rows, int tid) {
-  constexpr int CH = COLS / 8;  // 16-byte chunks per row
+  constexpr int CH = COLS / 8;         // 16-byte chunks per row
+  constexpr int RSTEP = THREADS / CH;  // rows per pass
+  static_assert(THREADS % CH == 0 && RSTEP % 8 == 0 && ROWS % RSTEP == 0, "tile shape");
+  const int c = tid % CH, r = tid / CH;
+  const unsigned d =
+      mf_smem_addr(dst) + (c / 8) * (ROWS * 128) + r * 128 + ((c % 8) ^ (r % 8)) * 16;
+  const unsigned short* s = src + (r0 + r) * COLS + c * 8;
+  const long long left = rows - r0 - r;  // rows of this thread's column still in the matrix
 #pragma unroll
-  for (int i = tid; i < ROWS * CH; i += THREADS) {
-    const int r = i / CH, c = i % CH;
-    const bool ok = r0 + r < rows;
-    mf_cp_async16(dst + (c / 8) * (ROWS * 128) + r * 128 + (((c % 8) ^ (r % 8)) * 16),
-                  src + ((ok ? r0 + r : 0) * COLS + c * 8), ok);
+  for (int k = 0; k < ROWS / RSTEP; ++k) {
+    const bool ok = k * RSTEP < left;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d + k * RSTEP * 128),
+                 "l"(ok ? s + k * RSTEP * COLS : src), "r"(ok ? 16 : 0));
   }
 }
