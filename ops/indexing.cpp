@@ -4,6 +4,8 @@
 // share one backward, the registered scatter-add op index_backward.
 #include "ops/indexing.h"
 
+#include <cstring>
+
 #include "core/dispatch.h"
 #include "kernels/cpu/copy.h"
 #include "kernels/cpu/indexing.h"
@@ -62,6 +64,12 @@ int64_t inner_numel(const Shape& src, size_t k) {
 }
 
 // The rows of a contiguous source of shape `src` that an index list selects (CPU).
+// Embedding ids are row numbers: unlike the other indexing ops, a negative id does not
+// count from the end.
+bool wraps_negative(const char* op) {
+  return std::strcmp(op, "embedding") != 0;
+}
+
 std::vector<int64_t> index_rows_cpu(const char* op, const Shape& src, const TensorList& idx) {
   cpu::IndexList list;
   list.shape = index_list_shape(op, src, idx);
@@ -73,7 +81,7 @@ std::vector<int64_t> index_rows_cpu(const char* op, const Shape& src, const Tens
     list.strides.push_back(broadcast_strides(t, list.shape));
   }
   return cpu::index_rows(list, Shape(src.begin(), src.begin() + static_cast<int64_t>(idx.size())),
-                         op);
+                         op, wraps_negative(op));
 }
 
 void index_cpu(const char* op, const Tensor& src, const TensorList& idx, const Tensor& out) {
@@ -159,6 +167,7 @@ cuda::IndexArgs index_args_cuda(const char* op, const Shape& src, const TensorLi
            ": CUDA kernels support index shapes of at most ", cuda::kMaxDims, " dims, got ",
            shape_str(P));
   cuda::IndexArgs a;
+  a.wrap_negative = wraps_negative(op);
   a.k = static_cast<int>(idx.size());
   a.ndim = static_cast<int>(P.size());
   for (size_t d = 0; d < P.size(); ++d) a.P[d] = P[d];
@@ -372,10 +381,6 @@ void register_indexing_ops(Dispatcher& d) {
         return std::vector<TensorMeta>{make_meta(out, w.dtype(), common_device(in, "embedding"))};
       })
       .set_cpu([](const TensorList& in, const TensorList& out, const Attrs&) {
-        // Ids are row numbers: unlike index, a negative id does not count from the end.
-        for (int64_t id : in[1].to_vector<int64_t>())
-          MF_CHECK(id >= 0, "embedding: id ", id, " is out of range for a weight of shape ",
-                   shape_str(in[0].sizes()));
         index_cpu("embedding", in[0], {in[1]}, out[0]);
       })
 #ifdef MICROFLEX_WITH_CUDA

@@ -8,7 +8,7 @@
 namespace microflex::cpu {
 
 std::vector<int64_t> index_rows(const IndexList& idx, const std::vector<int64_t>& src_sizes,
-                                const char* op) {
+                                const char* op, bool wrap_negative) {
   const size_t k = idx.data.size(), nd = idx.shape.size();
   MF_INTERNAL_ASSERT(src_sizes.size() == k && idx.strides.size() == k);
   // Rows of the source per unit of index j.
@@ -24,8 +24,8 @@ std::vector<int64_t> index_rows(const IndexList& idx, const std::vector<int64_t>
     for (size_t j = 0; j < k; ++j) {
       int64_t v = idx.data[j][off[j]];
       const int64_t n = src_sizes[j];
-      MF_CHECK(v >= -n && v < n, op, ": index ", v, " is out of bounds for dim ", j, " with size ",
-               n);
+      MF_CHECK(v >= (wrap_negative ? -n : 0) && v < n, op, ": index ", v,
+               " is out of bounds for dim ", j, " with size ", n);
       if (v < 0) v += n;
       r += v * row_stride[j];
     }

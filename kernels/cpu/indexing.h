@@ -19,10 +19,11 @@ struct IndexList {
 // For each position p of P (row-major), the row of a contiguous source
 // [S_0, ..., S_{k-1}, inner...] that the indices select:
 //   rows[p] = sum_j wrap(idx_j[p]) * prod(S[j+1 : k]).
-// Negative indices wrap once; an index outside [-S_j, S_j) throws an error naming `op`,
-// the dim j, the index value and S_j.
+// With wrap_negative, negative indices wrap once and an index outside [-S_j, S_j) throws;
+// without (embedding ids, which are row numbers), one outside [0, S_j) does. The error
+// names `op`, the dim j, the index value and S_j.
 std::vector<int64_t> index_rows(const IndexList& idx, const std::vector<int64_t>& src_sizes,
-                                const char* op);
+                                const char* op, bool wrap_negative = true);
 
 // out[p, :] = src[rows[p], :] for rows of `inner` elements of `itemsize` bytes (any dtype).
 void index_gather(void* out, const void* src, const std::vector<int64_t>& rows, int64_t inner,

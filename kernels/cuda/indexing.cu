@@ -60,7 +60,7 @@ __device__ __forceinline__ int64_t indexed_offset(int64_t p, const IndexArgs& ia
       int64_t v = ia.is_int32[j] ? static_cast<int64_t>(static_cast<const int32_t*>(ia.data[j])[e])
                                  : static_cast<const int64_t*>(ia.data[j])[e];
       const int64_t n = g.sizes[j];
-      if (v < -n || v >= n) {
+      if (v < (ia.wrap_negative ? -n : 0) || v >= n) {
         record_fault(fault, j, v);
         ok = false;
         v = 0;

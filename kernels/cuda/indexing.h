@@ -18,6 +18,7 @@ struct IndexArgs {
   const void* data[kMaxDims] = {};
   bool is_int32[kMaxDims] = {};
   int64_t strides[kMaxDims][kMaxDims] = {};  // [j][d]
+  bool wrap_negative = true;                 // false: indices are in [0, S_j) (embedding ids)
 };
 
 // The first out-of-range index a kernel saw (device memory, zeroed by the launcher):
@@ -30,9 +31,9 @@ struct IndexFault {
 
 // out (contiguous [P, inner...]) = src[idx_0[p], ..., idx_{k-1}[p], inner...], with src
 // any strided tensor (geometry `src_g`, its first k dims indexed) of `itemsize`-byte
-// elements. Negative indices wrap once; an index outside [-S_j, S_j) reads nothing (0 is
-// written), is recorded in `fault` (3 int64 of device scratch) and returned after a
-// stream sync.
+// elements. Negative indices wrap once (with idx.wrap_negative); an index outside
+// [-S_j, S_j) (or [0, S_j)) reads nothing (0 is written), is recorded in `fault` (3 int64 of device
+// scratch) and returned after a stream sync.
 IndexFault index_gather(int device, void* out, const void* src, int64_t itemsize,
                         const Geometry& src_g, const IndexArgs& idx, void* fault);
 

@@ -332,6 +332,11 @@ TEST_F(IndexingCuda, OutOfRangeIndicesRaiseTheCpuError) {
       },
       {"embedding: index 37 is out of bounds for dim 0 with size 37"});
   mftest::expect_error(
+      [&] {
+        mf::embedding(bias, mftest::on_gpu(random_ids({2, 3}, -1, -1, 10)));
+      },
+      {"embedding: index -1 is out of bounds for dim 0 with size 37"});
+  mftest::expect_error(
       [&] { mf::index_select(bias, 1, mftest::on_gpu(random_ids({3}, -50, -50, 6))); },
       {"index_select: index -50 is out of bounds for dim 1 with size 41"});
   mftest::expect_error(

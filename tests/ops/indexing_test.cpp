@@ -369,6 +369,12 @@ TEST(Indexing, Errors) {
         mf::embedding(random_tensor({10, 2}, 42), ids({12}, {1}));
       },
       {"embedding", "index 12", "size 10"});
+  // Ids are row numbers: a negative id is out of range, not counted from the end.
+  mftest::expect_error(
+      [&] {
+        mf::embedding(random_tensor({10, 2}, 42), ids({3, -1}, {2}));
+      },
+      {"embedding: index -1 is out of bounds for dim 0 with size 10"});
   mftest::expect_error(
       [&] {
         mf::embedding(random_tensor({10, 2}, 43), random_tensor({2}, 44));
