@@ -26,8 +26,10 @@
 // it issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} back to back, waits for S_j only,
 // runs score_mod, masks and the online softmax, then waits for the product and rescales
 // O. So V_{j-1} is still being read while tile j + 1 loads: V has three shared stages, K
-// two (S_{j-1} completed in iteration j - 1). The barrier at the top of each iteration
-// orders the loads' overwrites after every warpgroup's reads of the stage.
+// two (S_{j-1} completed in iteration j - 1). Tile j + 1's loads are issued after the
+// barrier at the top of iteration j, which every warpgroup reaches only once its iteration
+// j - 1 products (the last readers of those stages) have completed; issued before it, a
+// warpgroup that ran ahead could overwrite a stage another was still reading.
 
 // One CTA per (query block of 128 rows, head, batch): two warpgroups of 64 rows each keep
 // their output accumulators in registers. K and V tiles of 128 keys stream through shared
@@ -86,15 +88,15 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 1)
   for (int i = 0; i < n_tiles; ++i) {
     const int n0 = n0_next;
     const bool partial = tiles.partial(i);
+    mf_cp_async_wait<0>();  // tile i, the only load in flight
+    mf_fence_proxy_async();
+    __syncthreads();
+    // Every warpgroup is past iteration i - 1 here, so tile i + 1 may overwrite the stages
+    // that iteration read (Note [Flex wgmma forward pipeline]).
     if (i + 1 < n_tiles) {
       n0_next = tiles.start(i + 1);
       load_kv(i + 1, n0_next);
-      mf_cp_async_wait<1>();
-    } else {
-      mf_cp_async_wait<0>();
     }
-    mf_fence_proxy_async();
-    __syncthreads();
 
     float s[1][MF_BN / 8][4];
     mf_wgmma_fence_operands(acc[0]);
