@@ -30,7 +30,8 @@ for step in "$@"; do
       # PyTorch eager and torch.compile on the same models, same card, same call.
       for model in small gpt2; do python3 tools/torch_train_bench.py "$model"; done ;;
     tests)
-      ./build-gpu/tests/microflex_tests --gtest_brief=1 --gtest_filter="${MICROFLEX_TEST_FILTER:-*}" >"$out/tests.log" 2>&1
+      # Line-buffered, so a run cut short by a time limit still leaves its log.
+      stdbuf -oL -eL ./build-gpu/tests/microflex_tests --gtest_brief=1 --gtest_filter="${MICROFLEX_TEST_FILTER:-*}" >"$out/tests.log" 2>&1
       echo "tests rc=$?"
       grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|error" "$out/tests.log" | head -60 ;;
     sanitize)
