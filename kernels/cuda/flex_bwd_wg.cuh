@@ -2,10 +2,11 @@
 // counterparts of flex_bwd_tc.cuh's with every product a wgmma.mma_async on
 // 128-byte-swizzled shared tiles (Note [Flex wgmma operands]); head dims D and Dv in
 // {64, 128}. flex_bwd_delta (flex_bwd_common.cuh) runs first, then:
-//   flex_bwd_dq_wg    one CTA per 128 query rows, kv tiles of 64 keys: dQ;
-//   flex_bwd_dkdv_wg  one CTA per 128-key kv block, q tiles of 64 rows over the GQA group:
-//                     dK, dV and the captured-tensor gradients.
-// Each warpgroup owns 64 of the CTA's rows; no CTA writes another's output.
+//   flex_bwd_dq_wg    one CTA per 64 query rows, kv tiles of 64 keys: dQ;
+//   flex_bwd_dkdv_wg  one CTA per 64 keys (half a kv block), q tiles of 64 rows over the
+//                     GQA group: dK, dV and the captured-tensor gradients.
+// Each warpgroup owns 64 of the CTA's rows (MF_WGS warpgroups per CTA, one by default); no
+// CTA writes another's output.
 #include "flex_bwd_common.cuh"
 #include "flex_mma.cuh"
 #include "flex_wgmma.cuh"
@@ -35,9 +36,9 @@ __device__ __forceinline__ void mf_zero(float (&c)[R][4]) {
     for (int e = 0; e < 4; ++e) c[i][e] = 0.0f;
 }
 
-// dQ for 128 query rows of (b, h): walks the BlockMask row's kv blocks like the forward
-// (MfKvTiles, two tiles of 64 keys per block), recomputing P from lse. Arguments as
-// flex_bwd_dq.
+// dQ for the MF_BM query rows of (b, h) of one CTA: walks the BlockMask row's kv blocks
+// like the forward (MfKvTiles, two tiles of 64 keys per block), recomputing P from lse.
+// Arguments as flex_bwd_dq.
 extern "C" __global__ void __launch_bounds__(MF_THREADS, 2 / MF_WGS)
     flex_bwd_dq_wg(const mf_in_t* __restrict__ q, const mf_in_t* __restrict__ k,
                    const mf_in_t* __restrict__ v, const mf_in_t* __restrict__ dout,
@@ -153,10 +154,10 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2 / MF_WGS)
   mf_store_rows<MF_D, MF_D>(reinterpret_cast<unsigned short*>(dq) + qrow0 * MF_D, acc, row0, M, t4);
 }
 
-// dK and dV for the 128 keys of one kv block of (b, kv head hk): for each query head of
-// the group, walks the transposed BlockMask row (MfQTiles, two tiles of 64 queries per q
-// block), recomputing P from lse; captured-tensor gradients accumulate here (each score
-// element is visited once). Arguments as flex_bwd_dkdv.
+// dK and dV for the MF_BM keys of one CTA (within one kv block) of (b, kv head hk): for
+// each query head of the group, walks the transposed BlockMask row (MfQTiles, two tiles of
+// 64 queries per q block), recomputing P from lse; captured-tensor gradients accumulate here
+// (each score element is visited once). Arguments as flex_bwd_dkdv.
 extern "C" __global__ void __launch_bounds__(MF_THREADS, 2 / MF_WGS)
     flex_bwd_dkdv_wg(const mf_in_t* __restrict__ q, const mf_in_t* __restrict__ k,
                      const mf_in_t* __restrict__ v, const mf_in_t* __restrict__ dout,
