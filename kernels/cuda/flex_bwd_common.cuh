@@ -51,7 +51,7 @@ struct MfQTiles {
     counts();
   }
   __device__ void counts() {
-    row = ((long long)(mask_b == 1 ? 0 : b) * mask_h + (mask_h == 1 ? 0 : h)) * Nb + nblk;
+    row = mf_mask_row(b, h, mask_b, mask_h, Nb, nblk);  // the transposed mask has Nb rows
     np = num == nullptr ? 0 : num[row];
     nf = num == nullptr ? nq_blocks : full_num[row];
   }

@@ -134,10 +134,7 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
     dlt[r] = rows[r] < M ? delta[qrow0 + rows[r]] : 0.0f;
   }
   float acc[MF_DP / 8][4];
-#pragma unroll
-  for (int dn = 0; dn < MF_DP / 8; ++dn)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[dn][e] = 0.0f;
+  mf_zero(acc);
 
   for (int i = 0; i < n_tiles; ++i) {
     const int n0 = n0_next;
@@ -243,14 +240,8 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
   mf_cp_async_commit();
 
   float dk_acc[MF_DP / 8][4], dv_acc[MF_DVP / 8][4];
-#pragma unroll
-  for (int dn = 0; dn < MF_DP / 8; ++dn)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) dk_acc[dn][e] = 0.0f;
-#pragma unroll
-  for (int dn = 0; dn < MF_DVP / 8; ++dn)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) dv_acc[dn][e] = 0.0f;
+  mf_zero(dk_acc);
+  mf_zero(dv_acc);
   int keys[2];
   keys[0] = n0 + warp * 16 + g;
   keys[1] = keys[0] + 8;

@@ -28,14 +28,6 @@
 #define MF_BWD_SMEM_BYTES \
   (MF_RES_D + MF_RES_DV + 2 * (MF_STR_D + MF_STR_DV) + 2 * 2 * MF_BN * 4 + 1024)
 
-template <int R>
-__device__ __forceinline__ void mf_zero(float (&c)[R][4]) {
-#pragma unroll
-  for (int i = 0; i < R; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) c[i][e] = 0.0f;
-}
-
 // dQ for the MF_BM query rows of (b, h) of one CTA: walks the BlockMask row's kv blocks
 // like the forward (MfKvTiles, two tiles of 64 keys per block), recomputing P from lse.
 // Arguments as flex_bwd_dq.
@@ -201,8 +193,7 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2 / MF_WGS)
       const int row = m0 + i % MF_BN;
       const float* src = (i < MF_BN ? lse : delta) + qrow0 + (row < M ? row : 0);
       float* dst = (i < MF_BN ? lse_s : dlt_s) + stage * MF_BN + i % MF_BN;
-      asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(mf_smem_addr(dst)),
-                   "l"(src), "r"(row < M ? 4 : 0));
+      mf_cp_async4_to(mf_smem_addr(dst), src, row < M);
     }
     mf_cp_async_commit();
   };

@@ -76,10 +76,7 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 1)
 
   float acc[1][MF_DV / 8][4];
   float m_run[1][2] = {{MF_NEG_INF, MF_NEG_INF}}, l_run[1][2] = {{0.0f, 0.0f}};
-#pragma unroll
-  for (int dn = 0; dn < MF_DV / 8; ++dn)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[0][dn][e] = 0.0f;
+  mf_zero(acc[0]);
   unsigned p[MF_BN / 16][4];  // the previous tile's probabilities, A operand of P V
   const int wrow0 = wg * 64 + (warp % 4) * 16;  // this warp's first row in the CTA
   const unsigned q_addr = mf_smem_addr(q_s) + wg * 64 * 128;

@@ -19,10 +19,19 @@ __device__ __forceinline__ unsigned mf_smem_addr(const void* p) {
   return r;
 }
 
-// 16 bytes global -> shared; zero-fills when !valid (src is then not read).
-__device__ __forceinline__ void mf_cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(mf_smem_addr(dst)), "l"(src),
+// 16 bytes global -> shared (at shared address dst); zero-fills when !valid (src is then
+// not read).
+__device__ __forceinline__ void mf_cp_async16_to(unsigned dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void mf_cp_async16(void* dst, const void* src, bool valid) {
+  mf_cp_async16_to(mf_smem_addr(dst), src, valid);
+}
+// 4 bytes global -> shared, as mf_cp_async16_to (through L1: .ca).
+__device__ __forceinline__ void mf_cp_async4_to(unsigned dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
+               "r"(valid ? 4 : 0));
 }
 __device__ __forceinline__ void mf_cp_async_commit() {
   asm volatile("cp.async.commit_group;\n");
@@ -59,6 +68,15 @@ __device__ __forceinline__ void mf_mma(float (&c)[4], const unsigned (&a)[4], un
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #endif
+}
+
+// Zeroes a row of float accumulator tiles.
+template <int R>
+__device__ __forceinline__ void mf_zero(float (&c)[R][4]) {
+#pragma unroll
+  for (int i = 0; i < R; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) c[i][e] = 0.0f;
 }
 
 // Two floats as one 16-bit pair of the input type, lo in the low half.

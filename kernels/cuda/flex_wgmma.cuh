@@ -115,7 +115,6 @@ __device__ __forceinline__ void mf_load_tile_sw128(unsigned char* dst, const uns
 #pragma unroll
   for (int k = 0; k < ROWS / RSTEP; ++k) {
     const bool ok = k * RSTEP < left;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d + k * RSTEP * 128),
-                 "l"(ok ? s + k * RSTEP * COLS : src), "r"(ok ? 16 : 0));
+    mf_cp_async16_to(d + k * RSTEP * 128, ok ? s + k * RSTEP * COLS : src, ok);
   }
 }
