@@ -5,19 +5,15 @@
 //   flex_bwd_dq_wg    one CTA per 64 query rows, kv tiles of 64 keys: dQ;
 //   flex_bwd_dkdv_wg  one CTA per 64 keys (half a kv block), q tiles of 64 rows over the
 //                     GQA group: dK, dV and the captured-tensor gradients.
-// Each warpgroup owns 64 of the CTA's rows (MF_WGS warpgroups per CTA, one by default); no
-// CTA writes another's output.
+// One warpgroup (64 rows) per CTA; no CTA writes another's output.
 #include "flex_bwd_common.cuh"
 #include "flex_mma.cuh"
 #include "flex_wgmma.cuh"
 
-// One warpgroup per CTA and two CTAs per multiprocessor: one CTA's score math overlaps the
-// other's tensor-core products (a CTA of two warpgroups keeps them in step at its barriers).
-#ifndef MF_WGS
-#define MF_WGS 1
-#endif
-#define MF_THREADS (128 * MF_WGS)
-#define MF_BM (64 * MF_WGS)          // resident rows per CTA: queries (dq) or keys (dkdv)
+// Two CTAs share a multiprocessor: one CTA's score math overlaps the other's tensor-core
+// products (a CTA of two warpgroups keeps them in step at its barriers; measured slower).
+#define MF_THREADS 128
+#define MF_BM 64                     // resident rows per CTA: queries (dq) or keys (dkdv)
 #define MF_BN 64                     // streamed tile rows: keys (dq) or queries (dkdv)
 #define MF_RES_D (MF_BM * MF_D * 2)  // bytes of a resident [BM, D] tile
 #define MF_RES_DV (MF_BM * MF_DV * 2)
@@ -31,7 +27,7 @@
 // dQ for the MF_BM query rows of (b, h) of one CTA: walks the BlockMask row's kv blocks
 // like the forward (MfKvTiles, two tiles of 64 keys per block), recomputing P from lse.
 // Arguments as flex_bwd_dq.
-extern "C" __global__ void __launch_bounds__(MF_THREADS, 2 / MF_WGS)
+extern "C" __global__ void __launch_bounds__(MF_THREADS, 2)
     flex_bwd_dq_wg(const mf_in_t* __restrict__ q, const mf_in_t* __restrict__ k,
                    const mf_in_t* __restrict__ v, const mf_in_t* __restrict__ dout,
                    const float* __restrict__ lse, const float* __restrict__ delta,
@@ -46,7 +42,6 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2 / MF_WGS)
   unsigned char* k_s = do_s + MF_RES_DV;    // [2] streamed K
   unsigned char* v_s = k_s + 2 * MF_STR_D;  // [2] streamed V
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
-  const int wg = warp / 4;
   const int b = blockIdx.z, h = blockIdx.y, hk = h / (Hq / Hkv);
   const int m0 = (gridDim.x - 1 - blockIdx.x) * MF_BM;
   const long long qrow0 = ((long long)b * Hq + h) * M;
@@ -75,7 +70,7 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2 / MF_WGS)
     mf_cp_async_commit();
 
   // This lane's two rows: lse (base 2) and delta.
-  const int row0 = m0 + wg * 64 + (warp % 4) * 16 + g;
+  const int row0 = m0 + warp * 16 + g;
   float lse2[2], dlt[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -86,8 +81,8 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2 / MF_WGS)
   }
   float acc[MF_D / 8][4];
   mf_zero(acc);
-  const unsigned q_addr = mf_smem_addr(q_s) + wg * 64 * 128;
-  const unsigned do_addr = mf_smem_addr(do_s) + wg * 64 * 128;
+  const unsigned q_addr = mf_smem_addr(q_s);
+  const unsigned do_addr = mf_smem_addr(do_s);
   const unsigned k_addr = mf_smem_addr(k_s), v_addr = mf_smem_addr(v_s);
 
   for (int i = 0; i < n_tiles; ++i) {
@@ -150,7 +145,7 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2 / MF_WGS)
 // each query head of the group, walks the transposed BlockMask row (MfQTiles, two tiles of
 // 64 queries per q block), recomputing P from lse; captured-tensor gradients accumulate here
 // (each score element is visited once). Arguments as flex_bwd_dkdv.
-extern "C" __global__ void __launch_bounds__(MF_THREADS, 2 / MF_WGS)
+extern "C" __global__ void __launch_bounds__(MF_THREADS, 2)
     flex_bwd_dkdv_wg(const mf_in_t* __restrict__ q, const mf_in_t* __restrict__ k,
                      const mf_in_t* __restrict__ v, const mf_in_t* __restrict__ dout,
                      const float* __restrict__ lse, const float* __restrict__ delta,
@@ -168,7 +163,6 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2 / MF_WGS)
   float* lse_s = reinterpret_cast<float*>(do_s + 2 * MF_STR_DV);  // [2][BN]
   float* dlt_s = lse_s + 2 * MF_BN;                               // [2][BN]
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
-  const int wg = warp / 4;
   const int b = blockIdx.z, hk = blockIdx.y, group = Hq / Hkv;
   const int n0 = blockIdx.x * MF_BM;
   const long long krow0 = ((long long)b * Hkv + hk) * N;
@@ -209,9 +203,9 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2 / MF_WGS)
   float dk_acc[MF_D / 8][4], dv_acc[MF_DV / 8][4];
   mf_zero(dk_acc);
   mf_zero(dv_acc);
-  const int key0 = n0 + wg * 64 + (warp % 4) * 16 + g;  // this lane's keys: key0, key0 + 8
-  const unsigned k_addr = mf_smem_addr(k_s) + wg * 64 * 128;
-  const unsigned v_addr = mf_smem_addr(v_s) + wg * 64 * 128;
+  const int key0 = n0 + warp * 16 + g;  // this lane's keys: key0, key0 + 8
+  const unsigned k_addr = mf_smem_addr(k_s);
+  const unsigned v_addr = mf_smem_addr(v_s);
   const unsigned q_addr = mf_smem_addr(q_s), do_addr = mf_smem_addr(do_s);
 
   for (int stage = 0; have; stage ^= 1) {

@@ -70,8 +70,8 @@ int fwd_smem_bytes(const FwdTiles& t, int D, int Dv) {
   const int qld = pad16(D) + 8, vld = pad16(Dv) + 8;
   return (128 * qld + 2 * t.bn * qld + 2 * t.bn * vld) * 2;
 }
-// The Hopper kernels (flex_fwd_wg.cuh, flex_bwd_wg.cuh) cover 16-bit inputs with head dims
-// of whole 128-byte swizzle panels whose tiles fit in shared memory.
+// The Hopper kernels (flex_fwd_wg.cuh, flex_bwd_wg.cuh; `wg` below) cover 16-bit inputs with head
+// dims of whole 128-byte swizzle panels whose tiles fit in shared memory.
 bool use_wgmma(const FlexFusedArgs& a) {
   auto ok = [](int d) { return d == 64 || d == 128; };
   return a.in_dtype != 0 && ok(a.D) && ok(a.Dv) && device_arch(a.device) == 90;
@@ -119,13 +119,13 @@ FlexDropout dropout_of(const FlexFusedArgs& a) {
   return d;
 }
 
-NvrtcSource forward_source(const FlexFusedArgs& a) {
+NvrtcSource forward_source(const FlexFusedArgs& a, bool wg) {
   NvrtcSource s;
   std::string mods = defines(a);
   if (a.in_dtype == 0) {
     s.name = "flex_fwd.cu";
     s.source = kFlexFwdCuh;
-  } else if (use_wgmma(a)) {
+  } else if (wg) {
     s.name = "flex_fwd_wg.cu";
     s.source = kFlexFwdWgCuh;
     s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
@@ -146,9 +146,8 @@ NvrtcSource forward_source(const FlexFusedArgs& a) {
   return s;
 }
 
-NvrtcSource backward_source(const FlexFusedArgs& a) {
+NvrtcSource backward_source(const FlexFusedArgs& a, bool wg) {
   NvrtcSource s;
-  const bool wg = use_wgmma(a);
   if (a.in_dtype == 0) {
     s.name = "flex_bwd.cu";
     s.source = kFlexBwdCuh;
@@ -211,8 +210,8 @@ bool flex_fused_backward_supported(int in_dtype, int D, int Dv) {
 
 void flex_fused_forward(const FlexFusedArgs& a) {
   MF_INTERNAL_ASSERT(flex_fused_forward_supported(a.in_dtype, a.D, a.Dv));
-  const NvrtcSource src = forward_source(a);
   const bool tc = a.in_dtype != 0, wg = use_wgmma(a);
+  const NvrtcSource src = forward_source(a, wg);
   void* kernel = nvrtc_kernel(src, wg ? "flex_fwd_wg" : tc ? "flex_fwd_tc" : "flex_fwd", a.device);
   set_device(a.device);
   auto st = static_cast<cudaStream_t>(stream(a.device));
@@ -247,8 +246,8 @@ void flex_fused_forward(const FlexFusedArgs& a) {
 
 void flex_fused_backward(const FlexFusedArgs& a) {
   MF_INTERNAL_ASSERT(flex_fused_backward_supported(a.in_dtype, a.D, a.Dv));
-  const NvrtcSource src = backward_source(a);
   const bool wg = use_wgmma(a);
+  const NvrtcSource src = backward_source(a, wg);
   const std::vector<void*> ks =
       nvrtc_kernels(src,
                     {"flex_bwd_delta", wg ? "flex_bwd_dq_wg" : "flex_bwd_dq",

@@ -142,21 +142,16 @@ std::string kernel_cache_path(const NvrtcSource& src, int device) {
 
 std::vector<void*> nvrtc_kernels(const NvrtcSource& src, const std::vector<std::string>& names,
                                  int device) {
+  // A loaded library per cache key, with the kernels taken from it so far by name.
+  struct Library {
+    cudaLibrary_t lib;
+    std::map<std::string, cudaKernel_t> kernels;
+  };
   static std::mutex mu;
-  static std::map<std::string, cudaLibrary_t> libraries;  // by cache key
-  static std::map<std::string, cudaKernel_t> loaded;      // by cache key + "/" + name
+  static std::map<std::string, Library> libraries;
   const int arch = device_arch(device);
   const std::string key = cache_key(src, arch);
   std::lock_guard<std::mutex> lock(mu);
-  std::vector<void*> out;
-  for (const std::string& name : names) {
-    auto it = loaded.find(key + "/" + name);
-    if (it == loaded.end()) break;
-    out.push_back(reinterpret_cast<void*>(it->second));
-  }
-  if (out.size() == names.size()) return out;
-  out.clear();
-
   auto lib = libraries.find(key);
   if (lib == libraries.end()) {
     const std::filesystem::path dir = kernel_cache_dir();
@@ -190,13 +185,17 @@ std::vector<void*> nvrtc_kernels(const NvrtcSource& src, const std::vector<std::
     set_device(device);
     cudaLibrary_t l;
     MF_CUDA_CHECK(cudaLibraryLoadData(&l, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));
-    lib = libraries.emplace(key, l).first;
+    lib = libraries.emplace(key, Library{l, {}}).first;
   }
+  std::vector<void*> out;
   for (const std::string& name : names) {
-    cudaKernel_t kernel;
-    MF_CUDA_CHECK(cudaLibraryGetKernel(&kernel, lib->second, name.c_str()));
-    loaded[key + "/" + name] = kernel;
-    out.push_back(reinterpret_cast<void*>(kernel));
+    auto it = lib->second.kernels.find(name);
+    if (it == lib->second.kernels.end()) {
+      cudaKernel_t kernel;
+      MF_CUDA_CHECK(cudaLibraryGetKernel(&kernel, lib->second.lib, name.c_str()));
+      it = lib->second.kernels.emplace(name, kernel).first;
+    }
+    out.push_back(reinterpret_cast<void*>(it->second));
   }
   return out;
 }

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "cuda_test_util.h"
+#include "flex_fused_run.h"
 #include "microflex/microflex.h"
 #include "ops/flex_attention/flex_attention.h"
 
@@ -12,6 +13,10 @@ namespace mf = microflex;
 using T = mf::Tensor;
 
 namespace {
+
+using mftest::flex::Case;
+using mftest::flex::Grads;
+using mftest::flex::run;
 
 mf::MaskMod causal() {
   return [](const T&, const T&, const T& q, const T& kv) { return q >= kv; };
@@ -38,15 +43,6 @@ T random_mask_table(int64_t B, int64_t H, int64_t M, int64_t N, uint32_t seed) {
       .to(mf::DType::Bool)
       .to(mf::Device::cuda());
 }
-
-struct Case {
-  const char* name;
-  int64_t B, Hq, Hkv, M, N, D, Dv;
-  mf::ScoreMod score_mod;
-  mf::MaskMod mask_mod;  // empty: no BlockMask
-  int64_t mask_b = 1, mask_h = 1;
-  T learnable;  // a captured tensor whose gradient is compared, or undefined
-};
 
 std::vector<Case> cases() {
   std::vector<Case> c;
@@ -97,30 +93,6 @@ std::vector<Case> cases() {
   c.push_back({"head_dim_256", 1, 2, 2, 200, 231, 256, 256, softcap, causal()});
   c.push_back({"head_dim_136_dv_200", 1, 4, 2, 150, 170, 136, 200, alibi, {}, 1, 1, slopes});
   return c;
-}
-
-struct Grads {
-  T out, dq, dk, dv, dlearn;
-};
-
-Grads run(const Case& c, const T& q0, const T& k0, const T& v0, const T& go, mf::FlexKernel kern,
-          bool deterministic = false) {
-  T q = q0.detach().requires_grad_(), k = k0.detach().requires_grad_(),
-    v = v0.detach().requires_grad_();
-  if (c.learnable.defined()) T(c.learnable).zero_grad();
-  mf::FlexAttentionOptions o;
-  o.score_mod = c.score_mod;
-  if (c.mask_mod)
-    o.block_mask =
-        mf::create_block_mask(c.mask_mod, c.mask_b, c.mask_h, c.M, c.N, mf::Device::cuda());
-  o.enable_gqa = c.Hq != c.Hkv;
-  o.kernel = kern;
-  o.deterministic = deterministic;
-  T out = mf::flex_attention(q, k, v, o).out;
-  out.backward(go);
-  Grads g{out, q.grad(), k.grad(), v.grad(), {}};
-  if (c.learnable.defined()) g.dlearn = c.learnable.grad().clone();
-  return g;
 }
 
 class FlexFusedBackwardTest : public mftest::CudaTest {};

@@ -3,56 +3,33 @@
 // float32, with a causal BlockMask and a score_mod, GQA, and tails (M, N not multiples of
 // the tiles).
 #include "cuda/cuda_test_util.h"
+#include "cuda/flex_fused_run.h"
 #include "ops/flex_attention/flex_attention.h"
 
 namespace mf = microflex;
+using T = mf::Tensor;
 
 namespace {
 
-using T = mf::Tensor;
-
-struct Result {
-  T out, dq, dk, dv;
-};
-
-struct DropCase {
-  const char* name;
-  int64_t B, Hq, Hkv, M, N, D, Dv;
-  bool causal;
-};
-
-Result run(const DropCase& c, const T& q0, const T& k0, const T& v0, const T& go,
-           mf::FlexKernel kern, double p) {
-  T q = q0.detach().requires_grad_(), k = k0.detach().requires_grad_(),
-    v = v0.detach().requires_grad_();
-  mf::FlexAttentionOptions o;
-  o.score_mod = [](const T& s, const T&, const T& h, const T& qi, const T& kv) {
-    return s - (h + 1) * 0.0625 * (qi - kv);
-  };
-  if (c.causal)
-    o.block_mask =
-        mf::create_block_mask([](const T&, const T&, const T& qi, const T& kv) { return qi >= kv; },
-                              1, 1, c.M, c.N, mf::Device::cuda());
-  o.enable_gqa = c.Hq != c.Hkv;
-  o.kernel = kern;
-  o.dropout_p = p;
-  mf::manual_seed(2024);  // the same mask for both paths
-  T out = mf::flex_attention(q, k, v, o).out;
-  out.backward(go);
-  return {out, q.grad(), k.grad(), v.grad()};
-}
+using mftest::flex::Case;
+using mftest::flex::Grads;
+using mftest::flex::run;
 
 class FlexFusedDropoutTest : public mftest::CudaTest {};
 
 // Tolerances as FlexFusedBackwardTest.MatchesDense (bf16 1e-2, fp16 2e-3, float32 1e-4,
 // relative in the 2-norm): dropout only rescales kept probabilities by 1 / (1 - p).
 TEST_F(FlexFusedDropoutTest, MatchesDenseWithTheSameMask) {
-  const std::vector<DropCase> cases = {
-      {"causal_alibi", 2, 3, 3, 300, 300, 64, 64, true},
-      {"gqa_tails", 1, 4, 2, 197, 261, 72, 40, false},
+  const mf::ScoreMod alibi = [](const T& s, const T&, const T& h, const T& qi, const T& kv) {
+    return s - (h + 1) * 0.0625 * (qi - kv);
+  };
+  const mf::MaskMod causal = [](const T&, const T&, const T& qi, const T& kv) { return qi >= kv; };
+  const std::vector<Case> cases = {
+      {"causal_alibi", 2, 3, 3, 300, 300, 64, 64, alibi, causal},
+      {"gqa_tails", 1, 4, 2, 197, 261, 72, 40, alibi, {}},
   };
   uint32_t seed = 900;
-  for (const DropCase& c : cases) {
+  for (const Case& c : cases) {
     for (auto dt : {mf::DType::BFloat16, mf::DType::Float16, mf::DType::Float32}) {
       const T q = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.D}, seed++, dt);
       const T k = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.D}, seed++, dt);
@@ -60,15 +37,15 @@ TEST_F(FlexFusedDropoutTest, MatchesDenseWithTheSameMask) {
       const T go = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.Dv}, seed++, dt);
       const double tol = dt == mf::DType::BFloat16 ? 1e-2 : dt == mf::DType::Float16 ? 2e-3 : 1e-4;
       const std::string what = std::string(c.name) + " " + mf::dtype_name(dt);
-      const Result f = run(c, q, k, v, go, mf::FlexKernel::Fused, 0.2);
-      const Result d = run(c, q, k, v, go, mf::FlexKernel::Dense, 0.2);
+      const Grads f = run(c, q, k, v, go, mf::FlexKernel::Fused, false, 0.2);
+      const Grads d = run(c, q, k, v, go, mf::FlexKernel::Dense, false, 0.2);
       EXPECT_LT(mftest::rel_error_2norm(f.out, d.out), tol) << what << " out";
       EXPECT_LT(mftest::rel_error_2norm(f.dq, d.dq), tol) << what << " dq";
       EXPECT_LT(mftest::rel_error_2norm(f.dk, d.dk), tol) << what << " dk";
       EXPECT_LT(mftest::rel_error_2norm(f.dv, d.dv), tol) << what << " dv";
       // The mask does something: a fifth of the probabilities gone moves the output far
       // more than rounding does.
-      const Result none = run(c, q, k, v, go, mf::FlexKernel::Fused, 0.0);
+      const Grads none = run(c, q, k, v, go, mf::FlexKernel::Fused);
       EXPECT_GT(mftest::rel_error_2norm(f.out, none.out), 0.05) << what;
     }
   }
