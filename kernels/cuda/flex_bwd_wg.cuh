@@ -109,15 +109,20 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2)
       mf_wgmma_fence_operands(s);
       mf_wgmma_fence_operands(dp);
       auto elems = [&](bool check) {
+        unsigned keep[2] = {0u, 0u};
+        if (check)
+          for (int r = 0; r < 2; ++r)
+            keep[r] = mf_keep_bits<MF_BN / 8, true>(row0 + r * 8, n0 + 2 * t4, M, N, partial, b, h,
+                                                    mask_cap);
 #pragma unroll
         for (int nt = 0; nt < MF_BN / 8; ++nt)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int r = e / 2, row = row0 + r * 8, kv = n0 + nt * 8 + 2 * t4 + (e & 1);
             float p;
-            s[nt][e] =
-                mf_bwd_elem(s[nt][e], dp[nt][e], lse2[r], dlt[r], row < M && kv < N, partial, b, h,
-                            row, kv, scale, score_cap, mask_cap, no_grad, drop, p, check);
+            const bool ok = keep[r] >> (2 * nt + (e & 1)) & 1u;
+            s[nt][e] = mf_bwd_elem(s[nt][e], dp[nt][e], lse2[r], dlt[r], ok, false, b, h, row, kv,
+                                   scale, score_cap, mask_cap, no_grad, drop, p, check);
           }
       };
       // Both calls inline with a constant flag: the full-tile one drops the checks.
@@ -236,6 +241,11 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2)
       mf_wgmma_fence_operands(s);
       mf_wgmma_fence_operands(dp);
       auto elems = [&](bool check) {
+        unsigned keep[2] = {0u, 0u};
+        if (check)
+          for (int r = 0; r < 2; ++r)
+            keep[r] = mf_keep_bits<MF_BN / 8, false>(key0 + r * 8, m0 + 2 * t4, M, N, partial, b, h,
+                                                     mask_cap);
 #pragma unroll
         for (int nt = 0; nt < MF_BN / 8; ++nt)
 #pragma unroll
@@ -247,9 +257,9 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2)
             for (int r = 0; r < 2; ++r) {
               const int e = 2 * r + c, key = key0 + r * 8;
               float p;
-              const float d =
-                  mf_bwd_elem(s[nt][e], dp[nt][e], lse2, dlt, row < M && key < N, partial, b, h,
-                              row, key, scale, score_cap, mask_cap, gcap, drop, p, check);
+              const bool ok = keep[r] >> (2 * nt + c) & 1u;
+              const float d = mf_bwd_elem(s[nt][e], dp[nt][e], lse2, dlt, ok, false, b, h, row, key,
+                                          scale, score_cap, mask_cap, gcap, drop, p, check);
               s[nt][e] = p;
               dp[nt][e] = d;
             }

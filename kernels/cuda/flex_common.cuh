@@ -204,6 +204,27 @@ struct MfKvTiles {
   }
 };
 
+// Which elements of one fragment row of a score tile pass the bounds and, when the tile is
+// partial, mask_mod: bit 2 nt + c for column col0 + 8 nt + c (nt < NT; the C fragment
+// layout of Note [Flex tensor-core fragments]). Q_ROWS: the row is a query and the columns
+// keys (S = Q K^T); else the transpose (S^T in the dK/dV kernels). A loop that is not
+// unrolled, so a mask_mod that gathers from captured tensors adds no register pressure to
+// the score math around it (unrolled over every element, it spilled).
+template <int NT, bool Q_ROWS>
+__device__ __forceinline__ unsigned mf_keep_bits(int row, int col0, int M, int N, bool partial,
+                                                 int b, int h, const FlexCaptured& mask_cap) {
+  static_assert(2 * NT <= 32, "one bit per element of the row");
+  unsigned bits = 0;
+#pragma unroll 1
+  for (int i = 0; i < 2 * NT; ++i) {
+    const int col = col0 + (i / 2) * 8 + i % 2;
+    const int q = Q_ROWS ? row : col, kv = Q_ROWS ? col : row;
+    const bool ok = q < M && kv < N && (!partial || mask_mod(b, h, q, kv, mask_cap));
+    bits |= static_cast<unsigned>(ok) << i;
+  }
+  return bits;
+}
+
 #if MF_DROPOUT
 #include "philox.h"
 // 1 / (1 - dropout p) where P[q, kv] is kept, 0 where dropout removes it.

@@ -21,6 +21,8 @@ __device__ __forceinline__ void mf_softmax_tile(
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = row0 + mt * 16 + r * 8;
+      const unsigned keep =
+          CHECK ? mf_keep_bits<MF_BN / 8, true>(row, kv0, M, N, partial, b, h, mask_cap) : 0u;
       float mx = MF_NEG_INF;
 #pragma unroll
       for (int nt = 0; nt < MF_BN / 8; ++nt) {
@@ -28,11 +30,8 @@ __device__ __forceinline__ void mf_softmax_tile(
         for (int c = 0; c < 2; ++c) {
           const int kv = kv0 + nt * 8 + c;
           float x = MF_NEG_INF;
-          if (!CHECK || (row < M && kv < N)) {
-            x = score_mod(s[mt][nt][2 * r + c] * scale, b, h, row, kv, score_cap);
-            if (CHECK && partial && !mask_mod(b, h, row, kv, mask_cap)) x = MF_NEG_INF;
-            x *= MF_LOG2E;
-          }
+          if (!CHECK || (keep >> (2 * nt + c) & 1u))
+            x = score_mod(s[mt][nt][2 * r + c] * scale, b, h, row, kv, score_cap) * MF_LOG2E;
           s[mt][nt][2 * r + c] = x;
           mx = fmaxf(mx, x);
         }
