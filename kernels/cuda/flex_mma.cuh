@@ -121,14 +121,31 @@ __device__ __forceinline__ void mf_store_rows(unsigned short* dst, const float (
 
 // Loads rows [r0, r0 + ROWS) of a [*, COLS] row-major matrix (COLS a multiple of 8 16-bit
 // elements) into a shared tile with row stride LD, zero-filling rows at or past `rows`.
+// When the threads cover whole rows per pass, a thread keeps its chunk column and moves
+// down THREADS / (COLS / 8) rows: one address computation per tile (per-chunk divisions
+// and 64-bit offsets dominated the wgmma kernels' instructions before the same change).
 template <int ROWS, int COLS, int LD, int THREADS>
 __device__ __forceinline__ void mf_load_tile(unsigned short* dst, const unsigned short* src,
                                              long long r0, long long rows, int tid) {
   constexpr int CH = COLS / 8;  // 16-byte chunks per row
+  if constexpr (THREADS % CH == 0 && ROWS % (THREADS / CH) == 0) {
+    constexpr int RSTEP = THREADS / CH;
+    const int c = tid % CH, r = tid / CH;
+    const unsigned d = mf_smem_addr(dst + r * LD + c * 8);
+    const unsigned short* s = src + (r0 + r) * COLS + c * 8;
+    const long long left = rows - r0 - r;
 #pragma unroll
-  for (int i = tid; i < ROWS * CH; i += THREADS) {
-    const int r = i / CH, c = i % CH;
-    const bool ok = r0 + r < rows;
-    mf_cp_async16(dst + r * LD + c * 8, src + ((ok ? r0 + r : 0) * COLS + c * 8), ok);
+    for (int k = 0; k < ROWS / RSTEP; ++k) {
+      const bool ok = k * RSTEP < left;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d + k * RSTEP * LD * 2),
+                   "l"(ok ? s + k * RSTEP * COLS : src), "r"(ok ? 16 : 0));
+    }
+  } else {
+#pragma unroll
+    for (int i = tid; i < ROWS * CH; i += THREADS) {
+      const int r = i / CH, c = i % CH;
+      const bool ok = r0 + r < rows;
+      mf_cp_async16(dst + r * LD + c * 8, src + ((ok ? r0 + r : 0) * COLS + c * 8), ok);
+    }
   }
 }
