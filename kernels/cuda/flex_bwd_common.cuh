@@ -73,6 +73,33 @@ struct MfQTiles {
 
 #include "flex_mods_bwd.cuh"
 
+// The probability that multiplied V in the forward, after dropout (P z), 0 where masked or
+// out of range: the terms of delta = sum_j P z dP (Note [Flex exact delta]).
+__device__ __forceinline__ float mf_bwd_prob(float s, float lse2, bool ok, bool partial, int b,
+                                             int h, int q, int kv, float scale,
+                                             const FlexCaptured& score_cap,
+                                             const FlexCaptured& mask_cap,
+                                             const FlexDropout& drop) {
+  if (!ok || (partial && !mask_mod(b, h, q, kv, mask_cap))) return 0.0f;
+  const float prob = exp2f(score_mod(s * scale, b, h, q, kv, score_cap) * MF_LOG2E - lse2);
+#if MF_DROPOUT
+  return prob * mf_dropout_factor(drop, b, h, q, kv);
+#else
+  (void)drop;
+  return prob;
+#endif
+}
+
+// Note [Flex exact delta]
+// The softmax backward needs delta_i = sum_j P_ij dP_ij per query row. FlashAttention takes
+// it as rowsum(dO * O) (flex_bwd_delta), which is the same sum when O is exact; with O
+// rounded to bf16 each row's dS = P (dP - delta) then sums to about 2^-8 |delta| instead
+// of 0. dQ, dK and dV hardly notice, but a captured tensor's gradient sums dS over whole
+// rows (a learnable ALiBi slope: sum_ij dS_ij (i - j)), so the bias dominates it. When a
+// captured tensor needs a gradient and the inputs are 16-bit, delta comes instead from a
+// pass of the dQ kernel that recomputes P and dP and sums their product in float32
+// (flex_bwd_delta_exact): two of its three matrix products, once.
+
 // One score element's backward: returns d(loss)/d(q.k) (the scale included), 0 where
 // masked or out of range, and sets p to the probability that multiplied V in the forward
 // (after dropout). dp = dO . v; lse2 = lse * log2(e) (+inf for rows that attend to
@@ -100,6 +127,19 @@ __device__ __forceinline__ float mf_bwd_elem(float s, float dp, float lse2, floa
   p = prob;
 #endif
   return score_mod_backward(s * scale, b, h, q, kv, score_cap, prob * (dp - delta), gcap) * scale;
+}
+
+// Writes a warp's per-row sums (this lane's parts for rows rows[0] and rows[1], the two
+// halves of an mma C fragment), summed over the quad of lanes that shares each row.
+__device__ __forceinline__ void mf_store_row_sums(float* dst, const float (&part)[2],
+                                                  const int (&rows)[2], int M, int t4) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float v = part[r];
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    v += __shfl_xor_sync(0xffffffffu, v, 2);
+    if (t4 == 0 && rows[r] < M) dst[rows[r]] = v;
+  }
 }
 
 // delta[row] = sum_d dO[row, d] * O[row, d] in float32, one warp per row; rows = B Hq M.

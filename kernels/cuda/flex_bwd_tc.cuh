@@ -76,15 +76,16 @@ __device__ __forceinline__ void mf_mm_pb(float (&acc)[NP / 8][4], const float (&
 }
 
 // dQ for MF_BM query rows of (b, h): walks the kv blocks of the BlockMask row like the
-// forward (partial ones with mask_mod, then full ones), recomputing P from lse.
-extern "C" __global__ void __launch_bounds__(MF_THREADS)
-    flex_bwd_dq(const mf_in_t* __restrict__ q, const mf_in_t* __restrict__ k,
-                const mf_in_t* __restrict__ v, const mf_in_t* __restrict__ dout,
-                const float* __restrict__ lse, const float* __restrict__ delta,
-                mf_in_t* __restrict__ dq, int Hq, int Hkv, int M, int N, float scale,
-                const int* kv_num, const int* kv_idx, const int* full_num, const int* full_idx,
-                int mask_b, int mask_h, int Mb, int Nb, FlexCaptured score_cap,
-                FlexCaptured mask_cap, FlexDropout drop) {
+// forward (partial ones with mask_mod, then full ones), recomputing P from lse. DELTA:
+// instead of dQ, write delta = sum_j P z dP for the rows (Note [Flex exact delta]).
+template <bool DELTA>
+__device__ __forceinline__ void mf_bwd_dq(
+    const mf_in_t* __restrict__ q, const mf_in_t* __restrict__ k, const mf_in_t* __restrict__ v,
+    const mf_in_t* __restrict__ dout, const float* __restrict__ lse, const float* delta,
+    float* delta_out, mf_in_t* __restrict__ dq, int Hq, int Hkv, int M, int N, float scale,
+    const int* kv_num, const int* kv_idx, const int* full_num, const int* full_idx, int mask_b,
+    int mask_h, int Mb, int Nb, const FlexCaptured& score_cap, const FlexCaptured& mask_cap,
+    const FlexDropout& drop) {
   extern __shared__ __align__(16) unsigned short mf_smem[];
   unsigned short* q_s = mf_smem;                   // [BM][QLD]
   unsigned short* do_s = q_s + MF_BM * MF_QLD;     // [BM][VLD]
@@ -131,10 +132,11 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
     rows[r] = m0 + warp * 16 + g + r * 8;
     const float l = rows[r] < M ? lse[qrow0 + rows[r]] : MF_NEG_INF;
     lse2[r] = l == MF_NEG_INF ? MF_POS_INF : l * MF_LOG2E;
-    dlt[r] = rows[r] < M ? delta[qrow0 + rows[r]] : 0.0f;
+    dlt[r] = !DELTA && rows[r] < M ? delta[qrow0 + rows[r]] : 0.0f;
   }
   float acc[MF_DP / 8][4];
   mf_zero(acc);
+  float rsum[2] = {0.0f, 0.0f};  // DELTA: this lane's part of each row's sum
 
   for (int i = 0; i < n_tiles; ++i) {
     const int n0 = n0_next;
@@ -158,23 +160,58 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
       float s[MF_BN / 8][4], dp[MF_BN / 8][4];
       mf_mm_abt<MF_DP, MF_QLD, MF_QLD>(s, q_s + warp * 16 * MF_QLD, ks, lane);
       mf_mm_abt<MF_DVP, MF_VLD, MF_VLD>(dp, do_s + warp * 16 * MF_VLD, vs, lane);
+      if (DELTA) {
 #pragma unroll
-      for (int nt = 0; nt < MF_BN / 8; ++nt)
+        for (int nt = 0; nt < MF_BN / 8; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int r = e / 2, kv = n0 + nt * 8 + 2 * t4 + (e & 1);
-          float p;
-          s[nt][e] =
-              mf_bwd_elem(s[nt][e], dp[nt][e], lse2[r], dlt[r], rows[r] < M && kv < N, partial, b,
-                          h, rows[r], kv, scale, score_cap, mask_cap, no_grad, drop, p);
-        }
-      mf_mm_pb<MF_DP, MF_QLD>(acc, s, ks, lane);
+          for (int e = 0; e < 4; ++e) {
+            const int r = e / 2, kv = n0 + nt * 8 + 2 * t4 + (e & 1);
+            rsum[r] += mf_bwd_prob(s[nt][e], lse2[r], rows[r] < M && kv < N, partial, b, h, rows[r],
+                                   kv, scale, score_cap, mask_cap, drop) *
+                       dp[nt][e];
+          }
+      } else {
+#pragma unroll
+        for (int nt = 0; nt < MF_BN / 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int r = e / 2, kv = n0 + nt * 8 + 2 * t4 + (e & 1);
+            float p;
+            s[nt][e] =
+                mf_bwd_elem(s[nt][e], dp[nt][e], lse2[r], dlt[r], rows[r] < M && kv < N, partial, b,
+                            h, rows[r], kv, scale, score_cap, mask_cap, no_grad, drop, p);
+          }
+        mf_mm_pb<MF_DP, MF_QLD>(acc, s, ks, lane);
+      }
     }
     __syncthreads();
   }
   mf_cp_async_wait<0>();
-  mf_store_rows<MF_DP, MF_D>(reinterpret_cast<unsigned short*>(dq) + qrow0 * MF_D, acc,
-                             m0 + warp * 16 + g, M, t4);
+  if (DELTA)
+    mf_store_row_sums(delta_out + qrow0, rsum, rows, M, t4);
+  else
+    mf_store_rows<MF_DP, MF_D>(reinterpret_cast<unsigned short*>(dq) + qrow0 * MF_D, acc,
+                               m0 + warp * 16 + g, M, t4);
+}
+
+#define MF_DQ_ARGS                                                                                 \
+  const mf_in_t *__restrict__ q, const mf_in_t *__restrict__ k, const mf_in_t *__restrict__ v,     \
+      const mf_in_t *__restrict__ dout, const float *__restrict__ lse, const float *delta,         \
+      mf_in_t *__restrict__ dq, int Hq, int Hkv, int M, int N, float scale, const int *kv_num,     \
+      const int *kv_idx, const int *full_num, const int *full_idx, int mask_b, int mask_h, int Mb, \
+      int Nb, FlexCaptured score_cap, FlexCaptured mask_cap, FlexDropout drop
+
+extern "C" __global__ void __launch_bounds__(MF_THREADS) flex_bwd_dq(MF_DQ_ARGS) {
+  mf_bwd_dq<false>(q, k, v, dout, lse, delta, nullptr, dq, Hq, Hkv, M, N, scale, kv_num, kv_idx,
+                   full_num, full_idx, mask_b, mask_h, Mb, Nb, score_cap, mask_cap, drop);
+}
+
+// delta for the rows of flex_bwd_dq's CTA, written to `delta` (the same arguments, dq
+// unused), for flex_bwd_dq and flex_bwd_dkdv to read.
+extern "C" __global__ void __launch_bounds__(MF_THREADS) flex_bwd_delta_exact(MF_DQ_ARGS) {
+  mf_bwd_dq<true>(q, k, v, dout, lse, nullptr, const_cast<float*>(delta), dq, Hq, Hkv, M, N, scale,
+                  kv_num, kv_idx, full_num, full_idx, mask_b, mask_h, Mb, Nb, score_cap, mask_cap,
+                  drop);
 }
 
 // dK and dV for MF_BM keys (within one kv block) of (b, kv head hk): for each query head of the

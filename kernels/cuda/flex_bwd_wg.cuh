@@ -25,16 +25,16 @@
   (MF_RES_D + MF_RES_DV + 2 * (MF_STR_D + MF_STR_DV) + 2 * 2 * MF_BN * 4 + 1024)
 
 // dQ for the MF_BM query rows of (b, h) of one CTA: walks the BlockMask row's kv blocks
-// like the forward (MfKvTiles, two tiles of 64 keys per block), recomputing P from lse.
-// Arguments as flex_bwd_dq.
-extern "C" __global__ void __launch_bounds__(MF_THREADS, 2)
-    flex_bwd_dq_wg(const mf_in_t* __restrict__ q, const mf_in_t* __restrict__ k,
-                   const mf_in_t* __restrict__ v, const mf_in_t* __restrict__ dout,
-                   const float* __restrict__ lse, const float* __restrict__ delta,
-                   mf_in_t* __restrict__ dq, int Hq, int Hkv, int M, int N, float scale,
-                   const int* kv_num, const int* kv_idx, const int* full_num, const int* full_idx,
-                   int mask_b, int mask_h, int Mb, int Nb, FlexCaptured score_cap,
-                   FlexCaptured mask_cap, FlexDropout drop) {
+// like the forward (MfKvTiles, two tiles of 64 keys per block), recomputing P from lse. DELTA:
+// instead of dQ, write delta = sum_j P z dP for the rows (Note [Flex exact delta]).
+template <bool DELTA>
+__device__ __forceinline__ void mf_bwd_dq_wg(
+    const mf_in_t* __restrict__ q, const mf_in_t* __restrict__ k, const mf_in_t* __restrict__ v,
+    const mf_in_t* __restrict__ dout, const float* __restrict__ lse, const float* delta,
+    float* delta_out, mf_in_t* __restrict__ dq, int Hq, int Hkv, int M, int N, float scale,
+    const int* kv_num, const int* kv_idx, const int* full_num, const int* full_idx, int mask_b,
+    int mask_h, int Mb, int Nb, const FlexCaptured& score_cap, const FlexCaptured& mask_cap,
+    const FlexDropout& drop) {
   extern __shared__ unsigned char mf_smem_raw[];
   unsigned char* q_s = reinterpret_cast<unsigned char*>(
       (reinterpret_cast<unsigned long long>(mf_smem_raw) + 1023) & ~1023ull);
@@ -77,10 +77,11 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2)
     const int row = row0 + r * 8;
     const float l = row < M ? lse[qrow0 + row] : MF_NEG_INF;
     lse2[r] = l == MF_NEG_INF ? MF_POS_INF : l * MF_LOG2E;
-    dlt[r] = row < M ? delta[qrow0 + row] : 0.0f;
+    dlt[r] = !DELTA && row < M ? delta[qrow0 + row] : 0.0f;
   }
   float acc[MF_D / 8][4];
   mf_zero(acc);
+  float rsum[2] = {0.0f, 0.0f};  // DELTA: this lane's part of each row's sum
   const unsigned q_addr = mf_smem_addr(q_s);
   const unsigned do_addr = mf_smem_addr(do_s);
   const unsigned k_addr = mf_smem_addr(k_s), v_addr = mf_smem_addr(v_s);
@@ -119,10 +120,16 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int r = e / 2, row = row0 + r * 8, kv = n0 + nt * 8 + 2 * t4 + (e & 1);
-            float p;
-            const bool ok = keep[r] >> (2 * nt + (e & 1)) & 1u;
-            s[nt][e] = mf_bwd_elem(s[nt][e], dp[nt][e], lse2[r], dlt[r], ok, false, b, h, row, kv,
-                                   scale, score_cap, mask_cap, no_grad, drop, p, check);
+            const bool ok = !check || (keep[r] >> (2 * nt + (e & 1)) & 1u);
+            if (DELTA) {
+              rsum[r] += mf_bwd_prob(s[nt][e], lse2[r], ok, false, b, h, row, kv, scale, score_cap,
+                                     mask_cap, drop) *
+                         dp[nt][e];
+            } else {
+              float p;
+              s[nt][e] = mf_bwd_elem(s[nt][e], dp[nt][e], lse2[r], dlt[r], ok, false, b, h, row, kv,
+                                     scale, score_cap, mask_cap, no_grad, drop, p, check);
+            }
           }
       };
       // Both calls inline with a constant flag: the full-tile one drops the checks.
@@ -130,20 +137,49 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2)
         elems(true);
       else
         elems(false);
-      unsigned ds[MF_BN / 16][4];
+      if (!DELTA) {
+        unsigned ds[MF_BN / 16][4];
 #pragma unroll
-      for (int kk = 0; kk < MF_BN / 16; ++kk) mf_pack_a(ds[kk], s, kk);
-      mf_wgmma_fence_operands(acc);
-      mf_wgmma_arrive();
-      mf_wg_pb<MF_BN>(acc, ds, ks);  // dQ += dS K
-      mf_wgmma_commit();
-      mf_wgmma_wait<0>();
-      mf_wgmma_fence_operands(acc);
+        for (int kk = 0; kk < MF_BN / 16; ++kk) mf_pack_a(ds[kk], s, kk);
+        mf_wgmma_fence_operands(acc);
+        mf_wgmma_arrive();
+        mf_wg_pb<MF_BN>(acc, ds, ks);  // dQ += dS K
+        mf_wgmma_commit();
+        mf_wgmma_wait<0>();
+        mf_wgmma_fence_operands(acc);
+      }
     }
     __syncthreads();  // the stage read here is the one the next iteration's prefetch fills
   }
   mf_cp_async_wait<0>();
-  mf_store_rows<MF_D, MF_D>(reinterpret_cast<unsigned short*>(dq) + qrow0 * MF_D, acc, row0, M, t4);
+  if (DELTA) {
+    const int rows[2] = {row0, row0 + 8};
+    mf_store_row_sums(delta_out + qrow0, rsum, rows, M, t4);
+  } else {
+    mf_store_rows<MF_D, MF_D>(reinterpret_cast<unsigned short*>(dq) + qrow0 * MF_D, acc, row0, M,
+                              t4);
+  }
+}
+
+#define MF_DQ_ARGS                                                                                 \
+  const mf_in_t *__restrict__ q, const mf_in_t *__restrict__ k, const mf_in_t *__restrict__ v,     \
+      const mf_in_t *__restrict__ dout, const float *__restrict__ lse, const float *delta,         \
+      mf_in_t *__restrict__ dq, int Hq, int Hkv, int M, int N, float scale, const int *kv_num,     \
+      const int *kv_idx, const int *full_num, const int *full_idx, int mask_b, int mask_h, int Mb, \
+      int Nb, FlexCaptured score_cap, FlexCaptured mask_cap, FlexDropout drop
+
+// Arguments as flex_bwd_dq (flex_bwd_tc.cuh).
+extern "C" __global__ void __launch_bounds__(MF_THREADS, 2) flex_bwd_dq_wg(MF_DQ_ARGS) {
+  mf_bwd_dq_wg<false>(q, k, v, dout, lse, delta, nullptr, dq, Hq, Hkv, M, N, scale, kv_num, kv_idx,
+                      full_num, full_idx, mask_b, mask_h, Mb, Nb, score_cap, mask_cap, drop);
+}
+
+// delta for the rows of flex_bwd_dq_wg's CTA, written to `delta` (the same arguments, dq
+// unused).
+extern "C" __global__ void __launch_bounds__(MF_THREADS, 2) flex_bwd_delta_exact_wg(MF_DQ_ARGS) {
+  mf_bwd_dq_wg<true>(q, k, v, dout, lse, nullptr, const_cast<float*>(delta), dq, Hq, Hkv, M, N,
+                     scale, kv_num, kv_idx, full_num, full_idx, mask_b, mask_h, Mb, Nb, score_cap,
+                     mask_cap, drop);
 }
 
 // dK and dV for the MF_BM keys of one CTA (within one kv block) of (b, kv head hk): for
@@ -257,7 +293,7 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2)
             for (int r = 0; r < 2; ++r) {
               const int e = 2 * r + c, key = key0 + r * 8;
               float p;
-              const bool ok = keep[r] >> (2 * nt + c) & 1u;
+              const bool ok = !check || (keep[r] >> (2 * nt + c) & 1u);
               const float d = mf_bwd_elem(s[nt][e], dp[nt][e], lse2, dlt, ok, false, b, h, row, key,
                                           scale, score_cap, mask_cap, gcap, drop, p, check);
               s[nt][e] = p;

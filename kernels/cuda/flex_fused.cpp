@@ -246,13 +246,19 @@ void flex_fused_forward(const FlexFusedArgs& a) {
 
 void flex_fused_backward(const FlexFusedArgs& a) {
   MF_INTERNAL_ASSERT(flex_fused_backward_supported(a.in_dtype, a.D, a.Dv));
-  const bool wg = use_wgmma(a);
+  const bool wg = use_wgmma(a), tc = a.in_dtype != 0;
   const NvrtcSource src = backward_source(a, wg);
-  const std::vector<void*> ks =
-      nvrtc_kernels(src,
-                    {"flex_bwd_delta", wg ? "flex_bwd_dq_wg" : "flex_bwd_dq",
-                     wg ? "flex_bwd_dkdv_wg" : "flex_bwd_dkdv"},
-                    a.device);
+  // 16-bit inputs with a captured tensor that needs a gradient: delta from P and dP, not
+  // from the rounded output (Note [Flex exact delta] in flex_bwd_common.cuh).
+  bool exact_delta = false;
+  for (void* g : a.captured_grad) exact_delta = exact_delta || (tc && g != nullptr);
+  const char* delta_kernel = !exact_delta ? "flex_bwd_delta"
+                             : wg         ? "flex_bwd_delta_exact_wg"
+                                          : "flex_bwd_delta_exact";
+  const std::vector<void*> ks = nvrtc_kernels(src,
+                                              {delta_kernel, wg ? "flex_bwd_dq_wg" : "flex_bwd_dq",
+                                               wg ? "flex_bwd_dkdv_wg" : "flex_bwd_dkdv"},
+                                              a.device);
   void *k_delta = ks[0], *k_dq = ks[1], *k_dkdv = ks[2];
   set_device(a.device);
   auto st = static_cast<cudaStream_t>(stream(a.device));
@@ -271,26 +277,30 @@ void flex_fused_backward(const FlexFusedArgs& a) {
   float* delta = a.delta;
 
   FlexDropout drop = dropout_of(a);
-  long long rows = static_cast<long long>(a.B) * a.Hq * a.M;
-  void* dargs[] = {&o, &dout, &delta, &rows};
-  MF_CUDA_CHECK(cudaLaunchKernel(k_delta, dim3(static_cast<unsigned>((rows + 7) / 8)), dim3(256),
-                                 dargs, 0, st));
-  MF_CUDA_CHECK(cudaGetLastError());
 
   // Hopper: one warpgroup of 64 rows (MF_BM in flex_bwd_wg.cuh); mma.sync: 16 rows per
   // warp (bwd_tiles); float32 (SIMT): 32 rows of one thread each (MF_ROWS in flex_bwd.cuh),
   // static shared memory.
-  const bool tc = a.in_dtype != 0;
   const BwdTiles bt = bwd_tiles(a.D, a.Dv);
   const int rows_per_cta = wg ? 64 : tc ? 16 * bt.warps : 32;
   const int threads = wg ? 128 : tc ? 32 * bt.warps : 32;
   const int smem = wg ? wg_bwd_smem_bytes(a.D, a.Dv) : tc ? bwd_smem_bytes(bt, a.D, a.Dv) : 0;
+  const dim3 dq_grid((a.M + rows_per_cta - 1) / rows_per_cta, a.Hq, a.B);
   const int *kn = a.kv.num, *ki = a.kv.idx, *kfn = a.kv.full_num, *kfi = a.kv.full_idx;
   void* qargs[] = {&q,  &k,  &v,   &dout, &lse, &delta, &dq, &Hq, &Hkv, &M,  &N,   &scale,
                    &kn, &ki, &kfn, &kfi,  &mb,  &mh,    &Mb, &Nb, &sc,  &mc, &drop};
+  if (exact_delta) {  // the dQ kernel's walk, writing delta (flex_bwd_delta_exact)
+    allow_smem(k_delta, smem, a.device);
+    MF_CUDA_CHECK(cudaLaunchKernel(k_delta, dq_grid, dim3(threads), qargs, smem, st));
+  } else {
+    long long rows = static_cast<long long>(a.B) * a.Hq * a.M;
+    void* dargs[] = {&o, &dout, &delta, &rows};
+    MF_CUDA_CHECK(cudaLaunchKernel(k_delta, dim3(static_cast<unsigned>((rows + 7) / 8)), dim3(256),
+                                   dargs, 0, st));
+  }
+  MF_CUDA_CHECK(cudaGetLastError());
   allow_smem(k_dq, smem, a.device);
-  MF_CUDA_CHECK(cudaLaunchKernel(k_dq, dim3((a.M + rows_per_cta - 1) / rows_per_cta, a.Hq, a.B),
-                                 dim3(threads), qargs, smem, st));
+  MF_CUDA_CHECK(cudaLaunchKernel(k_dq, dq_grid, dim3(threads), qargs, smem, st));
   MF_CUDA_CHECK(cudaGetLastError());
 
   const int *qn = a.q_of_kv.num, *qi = a.q_of_kv.idx, *qfn = a.q_of_kv.full_num,
