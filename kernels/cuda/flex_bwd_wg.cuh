@@ -112,9 +112,7 @@ __device__ __forceinline__ void mf_bwd_dq_wg(
       auto elems = [&](bool check) {
         unsigned keep[2] = {0u, 0u};
         if (check)
-          for (int r = 0; r < 2; ++r)
-            keep[r] = mf_keep_bits<MF_BN / 8, true>(row0 + r * 8, n0 + 2 * t4, M, N, partial, b, h,
-                                                    mask_cap);
+          mf_keep_bits<MF_BN / 8, 2, true>(keep, row0, n0 + 2 * t4, M, N, partial, b, h, mask_cap);
 #pragma unroll
         for (int nt = 0; nt < MF_BN / 8; ++nt)
 #pragma unroll
@@ -279,9 +277,7 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2)
       auto elems = [&](bool check) {
         unsigned keep[2] = {0u, 0u};
         if (check)
-          for (int r = 0; r < 2; ++r)
-            keep[r] = mf_keep_bits<MF_BN / 8, false>(key0 + r * 8, m0 + 2 * t4, M, N, partial, b, h,
-                                                     mask_cap);
+          mf_keep_bits<MF_BN / 8, 2, false>(keep, key0, m0 + 2 * t4, M, N, partial, b, h, mask_cap);
 #pragma unroll
         for (int nt = 0; nt < MF_BN / 8; ++nt)
 #pragma unroll

@@ -204,25 +204,74 @@ struct MfKvTiles {
   }
 };
 
-// Which elements of one fragment row of a score tile pass the bounds and, when the tile is
-// partial, mask_mod: bit 2 nt + c for column col0 + 8 nt + c (nt < NT; the C fragment
-// layout of Note [Flex tensor-core fragments]). Q_ROWS: the row is a query and the columns
-// keys (S = Q K^T); else the transpose (S^T in the dK/dV kernels). A loop that is not
-// unrolled, so a mask_mod that gathers from captured tensors adds no register pressure to
-// the score math around it (unrolled over every element, it spilled).
-template <int NT, bool Q_ROWS>
-__device__ __forceinline__ unsigned mf_keep_bits(int row, int col0, int M, int N, bool partial,
-                                                 int b, int h, const FlexCaptured& mask_cap) {
+// The split mask_mod's per-row and per-key halves (Note [Split mask_mod] in
+// ops/flex_attention/codegen.h), chosen by whether the index is a query.
+template <bool Q>
+struct MfMaskSide {
+  typedef MfMaskQ T;
+  static __device__ __forceinline__ T at(int b, int h, int i, const FlexCaptured& c) {
+    return mask_mod_q(b, h, i, c);
+  }
+};
+template <>
+struct MfMaskSide<false> {
+  typedef MfMaskKv T;
+  static __device__ __forceinline__ T at(int b, int h, int i, const FlexCaptured& c) {
+    return mask_mod_kv(b, h, i, c);
+  }
+};
+__device__ __forceinline__ bool mf_mask_pair(int b, int h, int q, int kv, const MfMaskQ& qv,
+                                             const MfMaskKv& kvv, const FlexCaptured& c) {
+  return mask_mod_pair(b, h, q, kv, qv, kvv, c);
+}
+__device__ __forceinline__ bool mf_mask_pair(int b, int h, int kv, int q, const MfMaskKv& kvv,
+                                             const MfMaskQ& qv, const FlexCaptured& c) {
+  return mask_mod_pair(b, h, q, kv, qv, kvv, c);
+}
+
+// Which elements of R fragment rows (row0 + 8 r) of a score tile pass the bounds and, when
+// the tile is partial, mask_mod: bit 2 nt + c of bits[r] for column col0 + 8 nt + c
+// (nt < NT; the C fragment layout of Note [Flex tensor-core fragments]). Q_ROWS: rows are
+// queries and columns keys (S = Q K^T); else the transpose (S^T in the dK/dV kernels).
+// The split mask_mod runs once per row, once per column and once per element for what
+// needs both. When mask_mod gathers from captured tensors (MF_MASK_GATHERS), the column
+// loop is unrolled only 4 deep, so the gathers add little register pressure to the score
+// math around it (unrolled over every element, the document mask spilled 340 bytes);
+// arithmetic masks unroll fully and cost a few instructions per element.
+template <int NT, int R, bool Q_ROWS>
+__device__ __forceinline__ void mf_keep_bits(unsigned (&bits)[R], int row0, int col0, int M, int N,
+                                             bool partial, int b, int h,
+                                             const FlexCaptured& mask_cap) {
   static_assert(2 * NT <= 32, "one bit per element of the row");
-  unsigned bits = 0;
-#pragma unroll 1
+  typedef typename MfMaskSide<Q_ROWS>::T RowT;
+  typedef typename MfMaskSide<!Q_ROWS>::T ColT;
+  const int row_end = Q_ROWS ? M : N, col_end = Q_ROWS ? N : M;
+  RowT rv[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    bits[r] = 0u;
+    rv[r] = RowT();
+    if (partial && row0 + 8 * r < row_end)
+      rv[r] = MfMaskSide<Q_ROWS>::at(b, h, row0 + 8 * r, mask_cap);
+  }
+#if MF_MASK_GATHERS
+#pragma unroll 4
+#else
+#pragma unroll
+#endif
   for (int i = 0; i < 2 * NT; ++i) {
     const int col = col0 + (i / 2) * 8 + i % 2;
-    const int q = Q_ROWS ? row : col, kv = Q_ROWS ? col : row;
-    const bool ok = q < M && kv < N && (!partial || mask_mod(b, h, q, kv, mask_cap));
-    bits |= static_cast<unsigned>(ok) << i;
+    if (col >= col_end) continue;
+    ColT cv = ColT();
+    if (partial) cv = MfMaskSide<!Q_ROWS>::at(b, h, col, mask_cap);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int row = row0 + 8 * r;
+      const bool ok =
+          row < row_end && (!partial || mf_mask_pair(b, h, row, col, rv[r], cv, mask_cap));
+      bits[r] |= static_cast<unsigned>(ok) << i;
+    }
   }
-  return bits;
 }
 
 #if MF_DROPOUT

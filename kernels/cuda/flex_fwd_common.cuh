@@ -16,13 +16,15 @@ __device__ __forceinline__ void mf_softmax_tile(
     float (&s)[MF_MT][MF_BN / 8][4], float (&m_run)[MF_MT][2], float (&l_run)[MF_MT][2],
     float (&alpha)[MF_MT][2], int row0, int kv0, int M, int N, float scale, bool partial, int b,
     int h, const FlexCaptured& score_cap, const FlexCaptured& mask_cap, const FlexDropout& drop) {
+  unsigned keep_bits[2 * MF_MT];  // rows row0 + 8 (2 mt + r)
+  if (CHECK)
+    mf_keep_bits<MF_BN / 8, 2 * MF_MT, true>(keep_bits, row0, kv0, M, N, partial, b, h, mask_cap);
 #pragma unroll
   for (int mt = 0; mt < MF_MT; ++mt) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = row0 + mt * 16 + r * 8;
-      const unsigned keep =
-          CHECK ? mf_keep_bits<MF_BN / 8, true>(row, kv0, M, N, partial, b, h, mask_cap) : 0u;
+      const unsigned keep = CHECK ? keep_bits[2 * mt + r] : 0u;
       float mx = MF_NEG_INF;
 #pragma unroll
       for (int nt = 0; nt < MF_BN / 8; ++nt) {

@@ -99,6 +99,14 @@ class Emitter {
     captured_[v] = slot;
   }
 
+  // Binds value v (a node's output) to an expression computed elsewhere, e.g. a field of
+  // the split mask's row struct.
+  void bind_value(int64_t v, const std::string& text) {
+    values_[v] = {text, g_.meta(v).dtype, false, {}};
+  }
+  // Value v as an expression of its own dtype's C type.
+  std::string text_of(int64_t v) { return cast(v, g_.meta(v).dtype); }
+
   // Emits one node; its code is collected by take().
   void emit_node(const graph::Node& n) { emit(n); }
   std::string take() {
@@ -538,6 +546,126 @@ std::string generate_mask_mod(const graph::Graph& g) {
   return "__device__ __forceinline__ bool mask_mod(int b, int h, int q, int kv,\n"
          "                                         const FlexCaptured& cap) {\n" +
          body + "}\n";
+}
+
+// ---- split mask_mod ----
+
+namespace {
+
+// Which of q_idx / kv_idx a value depends on (bits of kQ, kKv); scalar_tensor constants
+// are free: emitted wherever used.
+constexpr int kQ = 1, kKv = 2, kBoth = 3;
+
+struct MaskSplit {
+  std::map<int64_t, int> dep;   // value -> kQ / kKv bits (b, h and constants: 0)
+  std::set<int64_t> free;       // constant values
+  std::set<int64_t> fields[2];  // the q struct's fields (0), the kv struct's (1)
+  std::set<int64_t> need[3];    // values each function computes: q, kv, pair
+};
+
+MaskSplit plan_mask_split(const graph::Graph& g) {
+  MaskSplit p;
+  const auto& ins = g.inputs();
+  for (size_t i = 0; i < ins.size(); ++i) p.dep[ins[i]] = i == 2 ? kQ : i == 3 ? kKv : 0;
+  for (const graph::Node& n : g.nodes()) {
+    int d = 0;
+    for (int64_t v : n.inputs) d |= p.dep.count(v) ? p.dep.at(v) : 0;
+    for (int64_t o : n.outputs) p.dep[o] = d;
+    if (n.op == "scalar_tensor")
+      for (int64_t o : n.outputs) p.free.insert(o);
+  }
+  const std::set<int64_t> args(ins.begin(), ins.begin() + 4);
+  // Where a value the pair function reads comes from.
+  auto route = [&](int64_t v) {
+    if (args.count(v) || v < 0) return;
+    if (p.free.count(v) || p.dep.at(v) == kBoth)
+      p.need[2].insert(v);
+    else
+      p.fields[p.dep.at(v) == kKv ? 1 : 0].insert(v);
+  };
+  route(g.outputs().at(0));
+  const auto& nodes = g.nodes();
+  for (size_t k = nodes.size(); k-- > 0;) {
+    const graph::Node& n = nodes[k];
+    if (n.outputs.size() == 1 && p.need[2].count(n.outputs[0]))
+      for (size_t i = 0; i < n.inputs.size(); ++i)
+        if (!(n.op == "index" && i == 0)) route(n.inputs[i]);
+  }
+  // The q and kv functions compute their fields and everything those read.
+  for (int s = 0; s < 2; ++s) {
+    p.need[s] = p.fields[s];
+    for (size_t k = nodes.size(); k-- > 0;) {
+      const graph::Node& n = nodes[k];
+      if (n.outputs.size() != 1 || !p.need[s].count(n.outputs[0])) continue;
+      for (size_t i = n.op == "index" ? 1 : 0; i < n.inputs.size(); ++i)
+        if (!args.count(n.inputs[i])) p.need[s].insert(n.inputs[i]);
+    }
+  }
+  return p;
+}
+
+}  // namespace
+
+std::string generate_mask_mod_split(const graph::Graph& g) {
+  MF_CHECK(g.inputs().size() >= 4, "flex_attention: a mask_mod graph has 4 leading inputs");
+  const MaskSplit p = plan_mask_split(g);
+  const size_t ncap = g.inputs().size() - 4;
+  static const char* const kStruct[2] = {"MfMaskQ", "MfMaskKv"};
+  std::string src = std::string("#define MF_MASK_GATHERS ") + (uses_index(g) ? "1" : "0") + "\n";
+  for (int s = 0; s < 2; ++s) {
+    src += std::string("struct ") + kStruct[s] + " {\n";
+    for (int64_t v : p.fields[s])
+      src += std::string("  ") + c_type(g.meta(v).dtype) + " v" + std::to_string(v) + ";\n";
+    src += "};\n";
+  }
+  auto emitter_body = [&](Emitter& e, int which) {
+    const std::vector<std::string> args{"b", "h", "q", "kv"};
+    for (size_t i = 0; i < args.size(); ++i) e.bind_arg(i, args[i]);
+    for (size_t i = 0; i < ncap; ++i) e.bind_captured(4 + i, static_cast<int>(i));
+    std::string body;
+    for (const graph::Node& n : g.nodes()) {
+      if (n.outputs.size() != 1 || !p.need[which].count(n.outputs[0])) continue;
+      e.emit_node(n);
+      body += e.take();
+    }
+    return body;
+  };
+  static const char* const kSide[2] = {"q", "kv"};
+  for (int s = 0; s < 2; ++s) {
+    Emitter e(g, "mask_mod", "GPU code for");
+    std::string body = emitter_body(e, s);
+    body += std::string("  ") + kStruct[s] + " r;\n";
+    for (int64_t v : p.fields[s])
+      body += "  r.v" + std::to_string(v) + " = " + e.text_of(v) + ";\n";
+    src += std::string("__device__ __forceinline__ ") + kStruct[s] + " mask_mod_" + kSide[s] +
+           "(int b, int h, int " + kSide[s] + ", const FlexCaptured& cap) {\n" + body +
+           "  return r;\n}\n";
+  }
+  Emitter e(g, "mask_mod", "GPU code for");
+  for (int s = 0; s < 2; ++s)
+    for (int64_t v : p.fields[s])
+      e.bind_value(v, std::string(s == 0 ? "qv" : "kvv") + ".v" + std::to_string(v));
+  const std::string body = emitter_body(e, 2);
+  src +=
+      "__device__ __forceinline__ bool mask_mod_pair(int b, int h, int q, int kv, const MfMaskQ& "
+      "qv,\n                                              const MfMaskKv& kvv, const "
+      "FlexCaptured& cap) {\n" +
+      body + e.ret(g.outputs()[0], DType::Bool) + "}\n";
+  return src;
+}
+
+std::string no_mask_mod() {
+  return "#define MF_MASK_GATHERS 0\n"
+         "__device__ __forceinline__ bool mask_mod(int, int, int, int, const FlexCaptured&) {\n"
+         "  return true;\n}\n"
+         "struct MfMaskQ {};\nstruct MfMaskKv {};\n"
+         "__device__ __forceinline__ MfMaskQ mask_mod_q(int, int, int, const FlexCaptured&) {\n"
+         "  return MfMaskQ();\n}\n"
+         "__device__ __forceinline__ MfMaskKv mask_mod_kv(int, int, int, const FlexCaptured&) {\n"
+         "  return MfMaskKv();\n}\n"
+         "__device__ __forceinline__ bool mask_mod_pair(int, int, int, int, const MfMaskQ&,\n"
+         "                                              const MfMaskKv&, const FlexCaptured&) {\n"
+         "  return true;\n}\n";
 }
 
 std::string generate_score_mod_backward(const graph::Graph& g,

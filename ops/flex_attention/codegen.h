@@ -31,6 +31,25 @@ std::string generate_score_mod(const graph::Graph& g);
 // `bool mask_mod(int b, int h, int q, int kv, const FlexCaptured& cap)`.
 std::string generate_mask_mod(const graph::Graph& g);
 
+// Note [Split mask_mod]
+// A partial block evaluates mask_mod on every element, and a mask that gathers from
+// captured tensors (doc[q] == doc[kv]) would gather twice per element. Split, the values
+// that depend on q_idx but not kv_idx (b, h and captured reads of them included) are
+// computed once per query row, those that depend on kv_idx alone once per key, and only
+// what depends on both once per element:
+//   struct MfMaskQ { ... };  MfMaskQ mask_mod_q(int b, int h, int q, const FlexCaptured&);
+//   struct MfMaskKv { ... }; MfMaskKv mask_mod_kv(int b, int h, int kv, const FlexCaptured&);
+//   bool mask_mod_pair(int b, int h, int q, int kv, const MfMaskQ&, const MfMaskKv&,
+//                      const FlexCaptured&);
+// mask_mod_pair(b, h, q, kv, mask_mod_q(b, h, q), mask_mod_kv(b, h, kv)) == mask_mod(...).
+// The structs hold only the values the pair function reads; constants are repeated where
+// used. A first line defines MF_MASK_GATHERS: whether mask_mod reads captured tensors.
+// mf_keep_bits (kernels/cuda/flex_common.cuh) calls them for in-range rows and keys
+// only, so a gather faults exactly where the whole mask_mod's would.
+std::string generate_mask_mod_split(const graph::Graph& g);
+// mask_mod and its split functions for a call without a mask (every element kept).
+std::string no_mask_mod();
+
 // Note [Generated score_mod backward]
 // The derivative is not written here: the score_mod graph is rerun on 0-d proxies with
 // autograd on and backward is called with the kernel's `grad` as the seed while tracing,

@@ -80,9 +80,9 @@ cuda::FlexFusedArgs prepare(const FlexArgs& a, const FlexGraphFn* sg, const Flex
   f.score_mod_src = sg ? flex_codegen::generate_score_mod(*sg->graph)
                        : "__device__ __forceinline__ float score_mod(float score, int, int, "
                          "int, int, const FlexCaptured&) { return score; }\n";
-  f.mask_mod_src = mg ? flex_codegen::generate_mask_mod(*mg->graph)
-                      : "__device__ __forceinline__ bool mask_mod(int, int, int, int, "
-                        "const FlexCaptured&) { return true; }\n";
+  f.mask_mod_src = mg ? flex_codegen::generate_mask_mod(*mg->graph) +
+                            flex_codegen::generate_mask_mod_split(*mg->graph)
+                      : flex_codegen::no_mask_mod();
   const Device dev = a.q.device();
   const Tensor q = aligned(a.q), k = aligned(a.k), v = aligned(a.v);
   keep.insert(keep.end(), {q, k, v});

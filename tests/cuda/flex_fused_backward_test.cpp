@@ -79,7 +79,7 @@ std::vector<Case> cases() {
   c.push_back({"causal", 1, 4, 4, 389, 389, 128, 128, {}, causal()});
   c.push_back({"sliding_window", 1, 4, 4, 300, 300, 64, 64, {}, sliding});
   c.push_back({"softcap", 2, 2, 2, 130, 190, 128, 64, softcap, {}});
-  c.push_back({"document", 1, 4, 4, 300, 300, 64, 32, {}, document});
+  c.push_back({"document", 1, 4, 4, 300, 300, 64, 64, {}, document});
   c.push_back({"alibi_learnable", 1, 4, 4, 257, 257, 64, 64, alibi, causal(), 1, 1, slopes});
   c.push_back(
       {"relative_bias_learnable", 1, 4, 4, 300, 300, 64, 64, relbias, causal(), 1, 1, bias});

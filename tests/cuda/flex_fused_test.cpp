@@ -45,6 +45,13 @@ std::vector<Case> cases() {
   mf::MaskMod document = [doc](const T&, const T&, const T& q, const T& kv) {
     return doc.index({q}) == doc.index({kv});
   };
+  // Key padding with a per-batch length: each side of the split mask_mod reads it
+  // (Note [Split mask_mod]); queries past length + 20 have no keys (out 0, lse -inf).
+  T lens = mf::from_vector(std::vector<int64_t>{230}, {1}, {.dtype = mf::DType::Int64})
+               .to(mf::Device::cuda());
+  mf::MaskMod padding = [lens](const T& b, const T&, const T& q, const T& kv) {
+    return mf::logical_and(kv < lens.index({b}), q < lens.index({b}) + 20);
+  };
   const int64_t N = 300;
   T bias = mftest::randn_on_gpu({2 * N + 1}, 7, f32);
   mf::ScoreMod relbias = [bias, N](const T& s, const T&, const T&, const T& q, const T& kv) {
@@ -59,6 +66,7 @@ std::vector<Case> cases() {
     c.push_back({"softcap", 2, 4, 4, 130, 190, 128, 64, dt, softcap, {}});
     c.push_back({"document", 1, 4, 4, 300, 300, 64, 32, dt, {}, document});
     c.push_back({"relative_bias", 1, 4, 4, 300, 300, 64, 64, dt, relbias, causal()});
+    c.push_back({"key_padding", 1, 2, 2, 300, 300, 128, 64, dt, softcap, padding});
     c.push_back({"gqa", 2, 4, 2, 97, 333, 64, 64, dt, {}, {}});
     c.push_back({"m_ne_n_tails", 1, 4, 4, 65, 1025, 128, 96, dt, {}, {}});
     c.push_back({"dv_wider_than_d", 1, 2, 2, 190, 211, 64, 128, dt, alibi, causal()});

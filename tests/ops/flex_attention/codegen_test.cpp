@@ -106,6 +106,67 @@ TEST(FlexCodegen, DocumentMask) {
             kDocument);
 }
 
+const char* const kDocumentSplit =
+    R"(#define MF_MASK_GATHERS 1
+struct MfMaskQ {
+  int v7;
+};
+struct MfMaskKv {
+  int v6;
+};
+__device__ __forceinline__ MfMaskQ mask_mod_q(int b, int h, int q, const FlexCaptured& cap) {
+  long long o7 = 0;
+  const bool k7 = mf_index_dim(cap, 0, 0, static_cast<long long>(q), o7);
+  const int v7 = k7 ? static_cast<const int*>(cap.t[0].data)[o7] : 0;
+  MfMaskQ r;
+  r.v7 = v7;
+  return r;
+}
+__device__ __forceinline__ MfMaskKv mask_mod_kv(int b, int h, int kv, const FlexCaptured& cap) {
+  long long o6 = 0;
+  const bool k6 = mf_index_dim(cap, 0, 0, static_cast<long long>(kv), o6);
+  const int v6 = k6 ? static_cast<const int*>(cap.t[0].data)[o6] : 0;
+  MfMaskKv r;
+  r.v6 = v6;
+  return r;
+}
+__device__ __forceinline__ bool mask_mod_pair(int b, int h, int q, int kv, const MfMaskQ& qv,
+                                              const MfMaskKv& kvv, const FlexCaptured& cap) {
+  const bool v4 = q >= kv;
+  const bool v8 = qv.v7 == kvv.v6;
+  const bool v9 = v8 && v4;
+  return v9;
+}
+)";
+
+std::string split_src(const mf::MaskMod& f) {
+  return cg::generate_mask_mod_split(mf::trace_mask_mod(f, mf::Device::cpu()).graph());
+}
+
+// Split (Note [Split mask_mod]): each doc read moves to its own side; the pair function
+// only compares.
+TEST(FlexCodegen, DocumentMaskSplit) {
+  T doc = mf::from_vector(std::vector<int64_t>{0, 0, 1, 1, 1, 2}, {6}, {.dtype = mf::DType::Int32});
+  EXPECT_EQ(split_src([doc](const T&, const T&, const T& q, const T& kv) {
+              return mf::logical_and(doc.index({q}) == doc.index({kv}), q >= kv);
+            }),
+            kDocumentSplit);
+}
+
+// A mask on the key alone (a per-batch length): the per-batch read is uniform, so it is
+// repeated on the key side, and the pair function returns the key side's value.
+TEST(FlexCodegen, KeyOnlyMaskSplit) {
+  T len = mf::from_vector(std::vector<int64_t>{5, 3}, {2}, {.dtype = mf::DType::Int64});
+  const std::string src =
+      split_src([len](const T& b, const T&, const T&, const T& kv) { return kv < len.index({b}); });
+  EXPECT_NE(src.find("struct MfMaskQ {\n};"), std::string::npos) << src;
+  EXPECT_NE(src.find("static_cast<long long>(b)"), std::string::npos) << src;
+  const size_t pair = src.find("mask_mod_pair");
+  ASSERT_NE(pair, std::string::npos) << src;
+  EXPECT_EQ(src.find("mf_index_dim", pair), std::string::npos) << src;
+  EXPECT_NE(src.find("return kvv.v", pair), std::string::npos) << src;
+}
+
 // & | ^ ~ on bool values (PyTorch users write masks this way) and on integers.
 TEST(FlexCodegen, BitwiseOps) {
   EXPECT_EQ(mask_src([](const T&, const T&, const T& q, const T& kv) {
