@@ -159,29 +159,43 @@ TEST_F(FlexFusedBackwardTest, Float32Small) {
   }
 }
 
-// The 4-warp tensor-core backward (head dims past 128) on small shapes, for
-// compute-sanitizer: D = Dv = 256 causal, and D = 136, Dv = 200 with GQA and a learnable
-// captured tensor. bf16 tolerance 1e-2 as in MatchesDense.
+// Case c at M = 70, N = 90 in bf16 against the dense path: a short run for
+// compute-sanitizer (racecheck) over one kernel family. Tolerance 1e-2 as in MatchesDense.
+static void expect_small_bf16(Case c, uint32_t seed) {
+  c.M = 70;
+  c.N = 90;
+  const auto dt = mf::DType::BFloat16;
+  const T q = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.D}, seed++, dt);
+  const T k = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.D}, seed++, dt);
+  const T v = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.Dv}, seed++, dt);
+  const T go = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.Dv}, seed++, dt);
+  const Grads f = run(c, q, k, v, go, mf::FlexKernel::Fused);
+  const Grads d = run(c, q, k, v, go, mf::FlexKernel::Dense);
+  EXPECT_LT(mftest::rel_error_2norm(f.out, d.out), 1e-2) << c.name;
+  EXPECT_LT(mftest::rel_error_2norm(f.dq, d.dq), 1e-2) << c.name;
+  EXPECT_LT(mftest::rel_error_2norm(f.dk, d.dk), 1e-2) << c.name;
+  EXPECT_LT(mftest::rel_error_2norm(f.dv, d.dv), 1e-2) << c.name;
+  if (c.learnable.defined())
+    EXPECT_LT(mftest::rel_error_2norm(f.dlearn, d.dlearn), captured_grad_tolerance(dt, 1e-2))
+        << c.name;
+}
+
+// The 4-warp tensor-core backward (head dims past 128): D = Dv = 256 causal, and D = 136,
+// Dv = 200 with GQA and a learnable captured tensor.
 TEST_F(FlexFusedBackwardTest, LargeHeadDimSmall) {
-  uint32_t seed = 850;
   const std::vector<Case> all = cases();
-  for (Case c : {all[all.size() - 2], all[all.size() - 1]}) {
-    c.M = 70;
-    c.N = 90;
-    const auto dt = mf::DType::BFloat16;
-    const T q = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.D}, seed++, dt);
-    const T k = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.D}, seed++, dt);
-    const T v = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.Dv}, seed++, dt);
-    const T go = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.Dv}, seed++, dt);
-    const Grads f = run(c, q, k, v, go, mf::FlexKernel::Fused);
-    const Grads d = run(c, q, k, v, go, mf::FlexKernel::Dense);
-    EXPECT_LT(mftest::rel_error_2norm(f.dq, d.dq), 1e-2) << c.name;
-    EXPECT_LT(mftest::rel_error_2norm(f.dk, d.dk), 1e-2) << c.name;
-    EXPECT_LT(mftest::rel_error_2norm(f.dv, d.dv), 1e-2) << c.name;
-    if (c.learnable.defined())
-      EXPECT_LT(mftest::rel_error_2norm(f.dlearn, d.dlearn), captured_grad_tolerance(dt, 1e-2))
-          << c.name;
-  }
+  expect_small_bf16(all[all.size() - 2], 850);
+  expect_small_bf16(all[all.size() - 1], 860);
+}
+
+// The Hopper (wgmma) forward and backward where the GPU has them (head dims 64): the
+// document mask (split mask_mod gathers) and ALiBi with learnable slopes (exact delta).
+TEST_F(FlexFusedBackwardTest, HopperKernelsSmall) {
+  const std::vector<Case> all = cases();
+  ASSERT_STREQ(all[4].name, "document");
+  ASSERT_STREQ(all[5].name, "alibi_learnable");
+  expect_small_bf16(all[4], 870);
+  expect_small_bf16(all[5], 880);
 }
 
 // With `deterministic`, captured-tensor gradients are bitwise equal across runs (fixed-point
