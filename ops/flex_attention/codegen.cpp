@@ -574,10 +574,11 @@ MaskSplit plan_mask_split(const graph::Graph& g) {
     if (n.op == "scalar_tensor")
       for (int64_t o : n.outputs) p.free.insert(o);
   }
-  const std::set<int64_t> args(ins.begin(), ins.begin() + 4);
-  // Where a value the pair function reads comes from.
+  const std::set<int64_t> graph_inputs(ins.begin(), ins.end());
+  // Where a value the pair function reads comes from: graph inputs are bound in every
+  // function (b, h, q, kv as arguments, captured tensors for `index`).
   auto route = [&](int64_t v) {
-    if (args.count(v) || v < 0) return;
+    if (graph_inputs.count(v) || v < 0) return;
     if (p.free.count(v) || p.dep.at(v) == kBoth)
       p.need[2].insert(v);
     else
@@ -598,7 +599,7 @@ MaskSplit plan_mask_split(const graph::Graph& g) {
       const graph::Node& n = nodes[k];
       if (n.outputs.size() != 1 || !p.need[s].count(n.outputs[0])) continue;
       for (size_t i = n.op == "index" ? 1 : 0; i < n.inputs.size(); ++i)
-        if (!args.count(n.inputs[i])) p.need[s].insert(n.inputs[i]);
+        if (!graph_inputs.count(n.inputs[i])) p.need[s].insert(n.inputs[i]);
     }
   }
   return p;

@@ -167,6 +167,17 @@ TEST(FlexCodegen, KeyOnlyMaskSplit) {
   EXPECT_NE(src.find("return kvv.v", pair), std::string::npos) << src;
 }
 
+// A mask_mod that reads a captured 0-d tensor as a whole (here in a term of q and kv) gets
+// the generator's error from the split too.
+TEST(FlexCodegen, SplitRejectsWholeCapturedRead) {
+  T limit = mf::from_vector(std::vector<int64_t>{3}, {}, {.dtype = mf::DType::Int64});
+  mftest::expect_error(
+      [&] {
+        split_src([limit](const T&, const T&, const T& q, const T& kv) { return q - kv < limit; });
+      },
+      {"flex_attention: cannot generate GPU code for", "mask_mod"});
+}
+
 // & | ^ ~ on bool values (PyTorch users write masks this way) and on integers.
 TEST(FlexCodegen, BitwiseOps) {
   EXPECT_EQ(mask_src([](const T&, const T&, const T& q, const T& kv) {
