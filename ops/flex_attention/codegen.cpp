@@ -588,7 +588,9 @@ MaskSplit plan_mask_split(const graph::Graph& g) {
   const auto& nodes = g.nodes();
   for (size_t k = nodes.size(); k-- > 0;) {
     const graph::Node& n = nodes[k];
-    if (n.outputs.size() == 1 && p.need[2].count(n.outputs[0]))
+    bool needed = false;
+    for (int64_t o : n.outputs) needed = needed || p.need[2].count(o);
+    if (needed)
       for (size_t i = 0; i < n.inputs.size(); ++i)
         if (!(n.op == "index" && i == 0)) route(n.inputs[i]);
   }
@@ -597,7 +599,9 @@ MaskSplit plan_mask_split(const graph::Graph& g) {
     p.need[s] = p.fields[s];
     for (size_t k = nodes.size(); k-- > 0;) {
       const graph::Node& n = nodes[k];
-      if (n.outputs.size() != 1 || !p.need[s].count(n.outputs[0])) continue;
+      bool needed = false;
+      for (int64_t o : n.outputs) needed = needed || p.need[s].count(o);
+      if (!needed) continue;
       for (size_t i = n.op == "index" ? 1 : 0; i < n.inputs.size(); ++i)
         if (!graph_inputs.count(n.inputs[i])) p.need[s].insert(n.inputs[i]);
     }
@@ -609,8 +613,12 @@ MaskSplit plan_mask_split(const graph::Graph& g) {
 
 std::string generate_mask_mod_split(const graph::Graph& g) {
   MF_CHECK(g.inputs().size() >= 4, "flex_attention: a mask_mod graph has 4 leading inputs");
-  const MaskSplit p = plan_mask_split(g);
+  MF_CHECK(g.outputs().size() == 1, "flex_attention: mask_mod must return one tensor");
   const size_t ncap = g.inputs().size() - 4;
+  MF_CHECK(ncap <= static_cast<size_t>(kMaxCaptured),
+           "flex_attention: cannot generate GPU code for mask_mod: it captures ", ncap,
+           " tensors (at most ", kMaxCaptured, "); use the dense path");
+  const MaskSplit p = plan_mask_split(g);
   static const char* const kStruct[2] = {"MfMaskQ", "MfMaskKv"};
   std::string src = std::string("#define MF_MASK_GATHERS ") + (uses_index(g) ? "1" : "0") + "\n";
   for (int s = 0; s < 2; ++s) {
@@ -625,8 +633,10 @@ std::string generate_mask_mod_split(const graph::Graph& g) {
     for (size_t i = 0; i < ncap; ++i) e.bind_captured(4 + i, static_cast<int>(i));
     std::string body;
     for (const graph::Node& n : g.nodes()) {
-      if (n.outputs.size() != 1 || !p.need[which].count(n.outputs[0])) continue;
-      e.emit_node(n);
+      bool needed = false;
+      for (int64_t o : n.outputs) needed = needed || p.need[which].count(o);
+      if (!needed) continue;
+      e.emit_node(n);  // raises the generator's error for a node it cannot emit
       body += e.take();
     }
     return body;

@@ -45,7 +45,8 @@ std::string generate_mask_mod(const graph::Graph& g);
 // The structs hold only the values the pair function reads; constants are repeated where
 // used. A first line defines MF_MASK_GATHERS: whether mask_mod reads captured tensors.
 // mf_keep_bits (kernels/cuda/flex_common.cuh) calls them for in-range rows and keys
-// only, so a gather faults exactly where the whole mask_mod's would.
+// only, so a gather the result depends on faults exactly where the whole mask_mod's would
+// (a captured read whose value is never used is dropped, so it cannot fault).
 std::string generate_mask_mod_split(const graph::Graph& g);
 // mask_mod and its split functions for a call without a mask (every element kept).
 std::string no_mask_mod();

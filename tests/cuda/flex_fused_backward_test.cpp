@@ -84,6 +84,7 @@ std::vector<Case> cases() {
   c.push_back(
       {"relative_bias_learnable", 1, 4, 4, 300, 300, 64, 64, relbias, causal(), 1, 1, bias});
   c.push_back({"full_bias_learnable", 1, 4, 4, 200, 250, 64, 64, fullbias, {}, 1, 1, hbias});
+  c.push_back({"document_dv_32", 1, 2, 2, 300, 300, 64, 32, {}, document});
   c.push_back({"gqa", 2, 4, 2, 97, 333, 64, 64, {}, causal()});
   c.push_back({"m_ne_n_tails", 1, 2, 2, 65, 1025, 128, 96, {}, {}});
   c.push_back({"head_dim_80", 1, 2, 2, 300, 300, 80, 80, softcap, causal()});
