@@ -3,10 +3,14 @@
 // joint forward + backward graph that autograd records for one score element.
 #include "ops/flex_attention/codegen.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -718,6 +722,118 @@ std::string generate_score_mod_backward(const graph::Graph& g,
                                                     const FlexCapturedGrad& gcap) {
 )";
   return kSignature + body + "}\n";
+}
+
+// ---- index range analysis ----
+
+namespace {
+
+// Integer interval [lo, hi]; values past +-2^31 count as unknown, so no sum or product
+// of two bounds overflows the analysis itself.
+struct Interval {
+  int64_t lo, hi;
+};
+constexpr int64_t kIntervalLimit = int64_t{1} << 31;
+
+std::optional<Interval> bounded(int64_t lo, int64_t hi) {
+  if (lo < -kIntervalLimit || hi > kIntervalLimit) return std::nullopt;
+  return Interval{lo, hi};
+}
+
+int64_t floor_div(int64_t a, int64_t b) {
+  const int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+// The interval of node n's output from its inputs' (nullopt: unknown).
+std::optional<Interval> node_interval(const graph::Node& n,
+                                      const std::map<int64_t, Interval>& known) {
+  auto in = [&](size_t i) -> std::optional<Interval> {
+    auto it = known.find(n.inputs.at(i));
+    if (it == known.end()) return std::nullopt;
+    return it->second;
+  };
+  const std::string& op = n.op;
+  if (op == "scalar_tensor") {
+    const Scalar v = n.attrs.scalar("value");
+    if (v.is_floating()) return std::nullopt;
+    return bounded(v.to_int(), v.to_int());
+  }
+  if (n.inputs.size() == 1) {
+    const auto a = in(0);
+    if (!a) return std::nullopt;
+    if (op == "to_dtype" || op == "clone") return a;
+    if (op == "neg") return bounded(-a->hi, -a->lo);
+    if (op == "abs")
+      return a->lo >= 0   ? a
+             : a->hi <= 0 ? bounded(-a->hi, -a->lo)
+                          : bounded(0, std::max(-a->lo, a->hi));
+    if (op == "clamp") {
+      int64_t lo = a->lo, hi = a->hi;
+      if (n.attrs.has("min")) {
+        const int64_t m = n.attrs.scalar("min").to_int();
+        lo = std::max(lo, m), hi = std::max(hi, m);
+      }
+      if (n.attrs.has("max")) {
+        const int64_t m = n.attrs.scalar("max").to_int();
+        lo = std::min(lo, m), hi = std::min(hi, m);
+      }
+      return bounded(lo, hi);
+    }
+    return std::nullopt;
+  }
+  if (op == "where" && n.inputs.size() == 3) {
+    const auto x = in(1), y = in(2);
+    if (!x || !y) return std::nullopt;
+    return bounded(std::min(x->lo, y->lo), std::max(x->hi, y->hi));
+  }
+  if (n.inputs.size() != 2) return std::nullopt;
+  const auto a = in(0), b = in(1);
+  if (!a || !b) return std::nullopt;
+  if (op == "add") return bounded(a->lo + b->lo, a->hi + b->hi);
+  if (op == "sub") return bounded(a->lo - b->hi, a->hi - b->lo);
+  if (op == "mul") {
+    const int64_t p[4] = {a->lo * b->lo, a->lo * b->hi, a->hi * b->lo, a->hi * b->hi};
+    return bounded(*std::min_element(p, p + 4), *std::max_element(p, p + 4));
+  }
+  if (op == "maximum") return bounded(std::max(a->lo, b->lo), std::max(a->hi, b->hi));
+  if (op == "minimum") return bounded(std::min(a->lo, b->lo), std::min(a->hi, b->hi));
+  // By a positive constant (Python's sign-of-the-divisor semantics, as mf_remainder).
+  if (b->lo == b->hi && b->lo > 0) {
+    if (op == "remainder") return bounded(0, b->lo - 1);
+    if (op == "floor_divide") return bounded(floor_div(a->lo, b->lo), floor_div(a->hi, b->lo));
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool indices_in_range(const graph::Graph& g, size_t first_arg,
+                      const std::vector<int64_t>& extents) {
+  std::map<int64_t, Interval> known;
+  const auto& ins = g.inputs();
+  for (size_t i = 0; i < extents.size() && first_arg + i < ins.size(); ++i)
+    if (extents[i] > 0) known[ins[first_arg + i]] = {0, extents[i] - 1};
+  for (const graph::Node& n : g.nodes()) {
+    if (n.outputs.size() != 1 || n.output_metas.size() != 1) continue;
+    if (n.op == "index") {
+      const TensorMeta& src = g.meta(n.inputs.at(0));
+      if (n.inputs.size() - 1 != src.sizes.size()) return false;
+      for (size_t j = 1; j < n.inputs.size(); ++j) {
+        auto it = known.find(n.inputs[j]);
+        const int64_t size = src.sizes[j - 1];
+        if (it == known.end() || it->second.lo < -size || it->second.hi > size - 1) return false;
+      }
+      continue;  // the value read is data: unknown
+    }
+    const DType t = n.output_metas[0].dtype;
+    if (t != DType::Int32 && t != DType::Int64) continue;
+    const auto r = node_interval(n, known);
+    // An int32 result outside int32 would wrap in the generated code.
+    if (!r || (t == DType::Int32 && (r->lo < INT32_MIN || r->hi > INT32_MAX))) continue;
+    known[n.outputs[0]] = *r;
+  }
+  return true;
 }
 
 bool uses_index(const graph::Graph& g) {

@@ -80,4 +80,14 @@ std::string generate_score_mod_backward(const graph::Graph& g,
 // Whether the graph reads a captured tensor (the launcher then checks for faults).
 bool uses_index(const graph::Graph& g);
 
+// Whether every captured-tensor read of a mod graph is in range (negative indices wrap, as
+// mf_index_dim) for all argument values: graph input first_arg + i lies in
+// [0, extents[i]) (score_mod: first_arg 1, {B, Hq, M, N}; mask_mod: first_arg 0, the same).
+// An interval pass over integer add, sub, mul, neg, abs, clamp, minimum, maximum, where,
+// casts, and remainder / floor_divide by a positive constant; a value it cannot bound
+// (anything read from a captured tensor, say) makes an index that uses it unprovable. With
+// every read proven, the launcher skips reading the fault record back, a stream sync per
+// call: doc[q] == doc[kv] with doc of length M = N, slopes[h], bias[q - kv + N] when M <= N + 1.
+bool indices_in_range(const graph::Graph& g, size_t first_arg, const std::vector<int64_t>& extents);
+
 }  // namespace microflex::flex_codegen

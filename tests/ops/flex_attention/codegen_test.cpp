@@ -252,3 +252,78 @@ TEST(FlexCodegen, Errors) {
 }
 
 }  // namespace
+
+namespace {
+
+bool mask_in_range(const mf::MaskMod& f, std::vector<int64_t> extents) {
+  return cg::indices_in_range(mf::trace_mask_mod(f, mf::Device::cpu()).graph(), 0, extents);
+}
+bool score_in_range(const mf::ScoreMod& f, std::vector<int64_t> extents) {
+  return cg::indices_in_range(mf::trace_score_mod(f, mf::DType::Float32, mf::Device::cpu()).graph(),
+                              1, extents);
+}
+
+}  // namespace
+
+// The interval pass that lets the launcher skip the fault read-back: extents {B, H, M, N};
+// each case is checked on both sides of the boundary where a read leaves the tensor.
+TEST(FlexCodegen, IndicesInRange) {
+  const auto i64 = mf::DType::Int64;
+  T doc = mf::from_vector(std::vector<int64_t>(97, 0), {97}, {.dtype = i64});
+  mf::MaskMod document = [doc](const T&, const T&, const T& q, const T& kv) {
+    return doc.index({q}) == doc.index({kv});
+  };
+  EXPECT_TRUE(mask_in_range(document, {2, 4, 97, 97}));
+  EXPECT_FALSE(mask_in_range(document, {2, 4, 97, 98}));
+  EXPECT_FALSE(mask_in_range(document, {2, 4, 98, 97}));
+
+  T slopes = mf::from_vector(std::vector<double>{0.5, 0.25, 0.125, 0.0625});
+  mf::ScoreMod alibi = [slopes](const T& s, const T&, const T& h, const T& q, const T& kv) {
+    return s + slopes.index({h}) * (kv - q);
+  };
+  EXPECT_TRUE(score_in_range(alibi, {3, 4, 1025, 59}));
+  EXPECT_FALSE(score_in_range(alibi, {3, 5, 1025, 59}));
+
+  // bias[q - kv + N] over 2N + 1 entries (N = 59): q - kv + 59 lies in [1, M + 58].
+  T bias = mf::from_vector(std::vector<float>(119, 0.0f));
+  mf::ScoreMod relbias = [bias](const T& s, const T&, const T&, const T& q, const T& kv) {
+    return s + bias.index({q - kv + 59});
+  };
+  EXPECT_TRUE(score_in_range(relbias, {1, 1, 60, 59}));
+  EXPECT_FALSE(score_in_range(relbias, {1, 1, 61, 59}));
+  // Negative indices wrap: bias[kv - q] reads -(M - 1) .. N - 1.
+  mf::ScoreMod wrapped = [bias](const T& s, const T&, const T&, const T& q, const T& kv) {
+    return s + bias.index({kv - q});
+  };
+  EXPECT_TRUE(score_in_range(wrapped, {1, 1, 120, 119}));
+  EXPECT_FALSE(score_in_range(wrapped, {1, 1, 121, 119}));
+
+  // remainder / floor_divide by a constant, clamp, where and abs.
+  T table = mf::from_vector(std::vector<int64_t>(8, 1), {8}, {.dtype = i64});
+  EXPECT_TRUE(mask_in_range([table](const T&, const T&, const T& q,
+                                    const T&) { return table.index({mf::remainder(q, 8)}) == 1; },
+                            {1, 1, 5000, 5000}));
+  EXPECT_TRUE(
+      mask_in_range([table](const T&, const T&, const T& q,
+                            const T&) { return table.index({mf::floor_divide(q, 1000)}) == 1; },
+                    {1, 1, 8000, 1}));
+  EXPECT_FALSE(
+      mask_in_range([table](const T&, const T&, const T& q,
+                            const T&) { return table.index({mf::floor_divide(q, 1000)}) == 1; },
+                    {1, 1, 8001, 1}));
+  EXPECT_TRUE(mask_in_range(
+      [table](const T&, const T&, const T& q, const T& kv) {
+        return table.index({mf::clamp(mf::abs(q - kv), 0, 7)}) == 1;
+      },
+      {1, 1, 300, 300}));
+  EXPECT_TRUE(mask_in_range(
+      [table](const T&, const T&, const T& q, const T& kv) {
+        return table.index({mf::remainder(mf::where(q > kv, q - kv, kv - q), 8)}) == 1;
+      },
+      {1, 1, 300, 300}));
+  // An index read from a captured tensor is data: never proven.
+  T ids = mf::from_vector(std::vector<int64_t>(4, 0), {4}, {.dtype = i64});
+  EXPECT_FALSE(mask_in_range([table, ids](const T&, const T&, const T& q,
+                                          const T&) { return table.index({ids.index({q})}) == 1; },
+                             {1, 1, 4, 4}));
+}
