@@ -119,6 +119,15 @@ FlexDropout dropout_of(const FlexFusedArgs& a) {
   return d;
 }
 
+// The tensor-core kernels' product headers: mma.sync, and the wgmma ones for the Hopper
+// kernels.
+void add_mma_headers(NvrtcSource& s, bool wg) {
+  s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
+  if (!wg) return;
+  s.headers.push_back({"flex_wgmma.cuh", kFlexWgmmaCuh});
+  s.headers.push_back({"flex_wgmma_ops.cuh", kFlexWgmmaOpsCuh});
+}
+
 NvrtcSource forward_source(const FlexFusedArgs& a, bool wg) {
   NvrtcSource s;
   std::string mods = defines(a);
@@ -128,9 +137,7 @@ NvrtcSource forward_source(const FlexFusedArgs& a, bool wg) {
   } else if (wg) {
     s.name = "flex_fwd_wg.cu";
     s.source = kFlexFwdWgCuh;
-    s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
-    s.headers.push_back({"flex_wgmma.cuh", kFlexWgmmaCuh});
-    s.headers.push_back({"flex_wgmma_ops.cuh", kFlexWgmmaOpsCuh});
+    add_mma_headers(s, true);
     s.headers.push_back({"flex_fwd_common.cuh", kFlexFwdCommonCuh});
   } else {
     const FwdTiles t = fwd_tiles(a.D, a.Dv);
@@ -139,7 +146,7 @@ NvrtcSource forward_source(const FlexFusedArgs& a, bool wg) {
     mods += "#define MF_WARPS " + std::to_string(t.warps) + "\n#define MF_MT " +
             std::to_string(t.mt) + "\n#define MF_BN " + std::to_string(t.bn) +
             "\n#define MF_QREG 0\n";
-    s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
+    add_mma_headers(s, false);
     s.headers.push_back({"flex_fwd_common.cuh", kFlexFwdCommonCuh});
   }
   add_common_headers(s, a, mods);
@@ -151,16 +158,10 @@ NvrtcSource backward_source(const FlexFusedArgs& a, bool wg) {
   if (a.in_dtype == 0) {
     s.name = "flex_bwd.cu";
     s.source = kFlexBwdCuh;
-  } else if (wg) {
-    s.name = "flex_bwd_wg.cu";
-    s.source = kFlexBwdWgCuh;
-    s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
-    s.headers.push_back({"flex_wgmma.cuh", kFlexWgmmaCuh});
-    s.headers.push_back({"flex_wgmma_ops.cuh", kFlexWgmmaOpsCuh});
   } else {
-    s.name = "flex_bwd_tc.cu";
-    s.source = kFlexBwdTcCuh;
-    s.headers.push_back({"flex_mma.cuh", kFlexMmaCuh});
+    s.name = wg ? "flex_bwd_wg.cu" : "flex_bwd_tc.cu";
+    s.source = wg ? kFlexBwdWgCuh : kFlexBwdTcCuh;
+    add_mma_headers(s, wg);
   }
   std::string mods = defines(a);
   if (a.in_dtype != 0 && !wg) {

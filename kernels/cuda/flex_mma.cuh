@@ -119,27 +119,37 @@ __device__ __forceinline__ void mf_store_rows(unsigned short* dst, const float (
   }
 }
 
+// The fixed-column walk of a tile load: this thread copies 16-byte chunk c = tid % CH of
+// rows r0 + r + k RSTEP (r = tid / CH, RSTEP = THREADS / CH rows per pass, CH = COLS / 8)
+// of a [*, COLS] row-major 16-bit matrix to shared address d + k d_step, zero-filling rows
+// at or past `rows`. One address computation per tile: per-chunk divisions and 64-bit
+// offsets dominated the wgmma kernels' instructions before it. The caller maps (r, c) to d.
+template <int ROWS, int COLS, int THREADS>
+__device__ __forceinline__ void mf_load_rows(unsigned d, unsigned d_step, const unsigned short* src,
+                                             long long r0, long long rows, int tid) {
+  constexpr int CH = COLS / 8, RSTEP = THREADS / CH;
+  static_assert(THREADS % CH == 0 && ROWS % RSTEP == 0, "the threads cover whole rows per pass");
+  const int c = tid % CH, r = tid / CH;
+  const unsigned short* s = src + (r0 + r) * COLS + c * 8;
+  const long long left = rows - r0 - r;  // rows of this thread's column still in the matrix
+#pragma unroll
+  for (int k = 0; k < ROWS / RSTEP; ++k) {
+    const bool ok = k * RSTEP < left;
+    mf_cp_async16_to(d + k * d_step, ok ? s + k * RSTEP * COLS : src, ok);
+  }
+}
+
 // Loads rows [r0, r0 + ROWS) of a [*, COLS] row-major matrix (COLS a multiple of 8 16-bit
-// elements) into a shared tile with row stride LD, zero-filling rows at or past `rows`.
-// When the threads cover whole rows per pass, a thread keeps its chunk column and moves
-// down THREADS / (COLS / 8) rows: one address computation per tile (per-chunk divisions
-// and 64-bit offsets dominated the wgmma kernels' instructions before the same change).
+// elements) into a shared tile with row stride LD, zero-filling rows at or past `rows`:
+// mf_load_rows when the threads cover whole rows per pass, else a chunk-by-chunk walk.
 template <int ROWS, int COLS, int LD, int THREADS>
 __device__ __forceinline__ void mf_load_tile(unsigned short* dst, const unsigned short* src,
                                              long long r0, long long rows, int tid) {
   constexpr int CH = COLS / 8;  // 16-byte chunks per row
   if constexpr (THREADS % CH == 0 && ROWS % (THREADS / CH) == 0) {
-    constexpr int RSTEP = THREADS / CH;
     const int c = tid % CH, r = tid / CH;
-    const unsigned d = mf_smem_addr(dst + r * LD + c * 8);
-    const unsigned short* s = src + (r0 + r) * COLS + c * 8;
-    const long long left = rows - r0 - r;
-#pragma unroll
-    for (int k = 0; k < ROWS / RSTEP; ++k) {
-      const bool ok = k * RSTEP < left;
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d + k * RSTEP * LD * 2),
-                   "l"(ok ? s + k * RSTEP * COLS : src), "r"(ok ? 16 : 0));
-    }
+    mf_load_rows<ROWS, COLS, THREADS>(mf_smem_addr(dst + r * LD + c * 8), THREADS / CH * LD * 2,
+                                      src, r0, rows, tid);
   } else {
 #pragma unroll
     for (int i = tid; i < ROWS * CH; i += THREADS) {

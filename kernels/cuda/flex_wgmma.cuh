@@ -98,23 +98,16 @@ __device__ __forceinline__ void mf_wg_pb(float (&acc)[R][4], const unsigned (&p)
 
 // Loads rows [r0, r0 + ROWS) of a [*, COLS] row-major 16-bit matrix (COLS a multiple of
 // 64) into a swizzled shared tile (Note [Flex wgmma operands]), zero-filling rows at or
-// past `rows`. Consecutive threads take consecutive 16-byte chunks of a row; a thread keeps
-// its chunk column on every pass and moves down THREADS / (COLS / 8) rows, a multiple of 8,
-// so its swizzled column never changes either: one address computation per tile.
+// past `rows`, through mf_load_rows: a thread's rows advance by a multiple of 8, so its
+// swizzled column never changes either.
 template <int ROWS, int COLS, int THREADS>
 __device__ __forceinline__ void mf_load_tile_sw128(unsigned char* dst, const unsigned short* src,
                                                    long long r0, long long rows, int tid) {
   constexpr int CH = COLS / 8;         // 16-byte chunks per row
   constexpr int RSTEP = THREADS / CH;  // rows per pass
-  static_assert(THREADS % CH == 0 && RSTEP % 8 == 0 && ROWS % RSTEP == 0, "tile shape");
+  static_assert(RSTEP % 8 == 0, "the swizzle repeats every 8 rows");
   const int c = tid % CH, r = tid / CH;
   const unsigned d =
       mf_smem_addr(dst) + (c / 8) * (ROWS * 128) + r * 128 + ((c % 8) ^ (r % 8)) * 16;
-  const unsigned short* s = src + (r0 + r) * COLS + c * 8;
-  const long long left = rows - r0 - r;  // rows of this thread's column still in the matrix
-#pragma unroll
-  for (int k = 0; k < ROWS / RSTEP; ++k) {
-    const bool ok = k * RSTEP < left;
-    mf_cp_async16_to(d + k * RSTEP * 128, ok ? s + k * RSTEP * COLS : src, ok);
-  }
+  mf_load_rows<ROWS, COLS, THREADS>(d, RSTEP * 128, src, r0, rows, tid);
 }

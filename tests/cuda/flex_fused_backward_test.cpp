@@ -110,69 +110,56 @@ class FlexFusedBackwardTest : public mftest::CudaTest {};
 // as FlashAttention does); float16 2e-3 (11-bit mantissa, the same roundings). The dense
 // path computes in float32 and rounds only the results. float32 1e-4 (the SIMT kernels
 // and the dense path both compute in float32, in different orders).
+double tolerance(mf::DType dt) {
+  return dt == mf::DType::BFloat16 ? 1e-2 : dt == mf::DType::Float16 ? 2e-3 : 1e-4;
+}
+
+// Case c in dtype dt on fresh inputs (seeds seed .. seed + 3), fused against dense: out,
+// dq, dk, dv and a learnable captured tensor's gradient within tolerance(dt).
+void expect_matches_dense(const Case& c, mf::DType dt, uint32_t seed) {
+  const T q = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.D}, seed, dt);
+  const T k = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.D}, seed + 1, dt);
+  const T v = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.Dv}, seed + 2, dt);
+  const T go = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.Dv}, seed + 3, dt);
+  const double tol = tolerance(dt);
+  const Grads f = run(c, q, k, v, go, mf::FlexKernel::Fused);
+  const Grads d = run(c, q, k, v, go, mf::FlexKernel::Dense);
+  const std::string what = std::string(c.name) + " " + mf::dtype_name(dt) + " M" +
+                           std::to_string(c.M) + " N" + std::to_string(c.N);
+  EXPECT_LT(mftest::rel_error_2norm(f.out, d.out), tol) << what << " out";
+  EXPECT_LT(mftest::rel_error_2norm(f.dq, d.dq), tol) << what << " dq";
+  EXPECT_LT(mftest::rel_error_2norm(f.dk, d.dk), tol) << what << " dk";
+  EXPECT_LT(mftest::rel_error_2norm(f.dv, d.dv), tol) << what << " dv";
+  if (c.learnable.defined()) {
+    ASSERT_TRUE(f.dlearn.defined()) << what;
+    EXPECT_LT(mftest::rel_error_2norm(f.dlearn, d.dlearn), tol) << what << " d(captured)";
+  }
+}
+
+// Case c shrunk to M = 70, N = 90 in bf16: a short run for compute-sanitizer (racecheck)
+// over one kernel family.
+void expect_small_bf16(Case c, uint32_t seed) {
+  c.M = 70;
+  c.N = 90;
+  expect_matches_dense(c, mf::DType::BFloat16, seed);
+}
+
 TEST_F(FlexFusedBackwardTest, MatchesDense) {
   uint32_t seed = 500;
   for (const Case& c : cases()) {
     for (auto dt : {mf::DType::BFloat16, mf::DType::Float16, mf::DType::Float32}) {
       if (dt == mf::DType::Float32 && std::max(c.D, c.Dv) > 128) continue;  // no SIMT kernel
-      const T q = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.D}, seed++, dt);
-      const T k = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.D}, seed++, dt);
-      const T v = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.Dv}, seed++, dt);
-      const T go = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.Dv}, seed++, dt);
-      const double tol = dt == mf::DType::BFloat16 ? 1e-2 : dt == mf::DType::Float16 ? 2e-3 : 1e-4;
-      const Grads f = run(c, q, k, v, go, mf::FlexKernel::Fused);
-      const Grads d = run(c, q, k, v, go, mf::FlexKernel::Dense);
-      const std::string what = std::string(c.name) + " " + mf::dtype_name(dt);
-      EXPECT_LT(mftest::rel_error_2norm(f.out, d.out), tol) << what << " out";
-      EXPECT_LT(mftest::rel_error_2norm(f.dq, d.dq), tol) << what << " dq";
-      EXPECT_LT(mftest::rel_error_2norm(f.dk, d.dk), tol) << what << " dk";
-      EXPECT_LT(mftest::rel_error_2norm(f.dv, d.dv), tol) << what << " dv";
-      if (c.learnable.defined()) {
-        ASSERT_TRUE(f.dlearn.defined()) << what;
-        EXPECT_LT(mftest::rel_error_2norm(f.dlearn, d.dlearn), tol) << what << " d(captured)";
-      }
+      expect_matches_dense(c, dt, seed);
+      seed += 4;
     }
   }
 }
 
 // The float32 (SIMT) backward on two small cases, one with a learnable captured tensor: a
-// short run for compute-sanitizer (racecheck) over the float32 kernels. Tolerance 1e-4 as
-// in MatchesDense.
+// short run for compute-sanitizer (racecheck) over the float32 kernels.
 TEST_F(FlexFusedBackwardTest, Float32Small) {
-  uint32_t seed = 800;
-  for (const Case& c : {cases()[2], cases()[5]}) {
-    const auto dt = mf::DType::Float32;
-    const T q = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.D}, seed++, dt);
-    const T k = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.D}, seed++, dt);
-    const T v = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.Dv}, seed++, dt);
-    const T go = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.Dv}, seed++, dt);
-    const Grads f = run(c, q, k, v, go, mf::FlexKernel::Fused);
-    const Grads d = run(c, q, k, v, go, mf::FlexKernel::Dense);
-    EXPECT_LT(mftest::rel_error_2norm(f.dq, d.dq), 1e-4) << c.name;
-    EXPECT_LT(mftest::rel_error_2norm(f.dk, d.dk), 1e-4) << c.name;
-    EXPECT_LT(mftest::rel_error_2norm(f.dv, d.dv), 1e-4) << c.name;
-    if (c.learnable.defined())
-      EXPECT_LT(mftest::rel_error_2norm(f.dlearn, d.dlearn), 1e-4) << c.name;
-  }
-}
-
-// Case c at M = 70, N = 90 in bf16 against the dense path: a short run for
-// compute-sanitizer (racecheck) over one kernel family. Tolerance 1e-2 as in MatchesDense.
-static void expect_small_bf16(Case c, uint32_t seed) {
-  c.M = 70;
-  c.N = 90;
-  const auto dt = mf::DType::BFloat16;
-  const T q = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.D}, seed++, dt);
-  const T k = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.D}, seed++, dt);
-  const T v = mftest::randn_on_gpu({c.B, c.Hkv, c.N, c.Dv}, seed++, dt);
-  const T go = mftest::randn_on_gpu({c.B, c.Hq, c.M, c.Dv}, seed++, dt);
-  const Grads f = run(c, q, k, v, go, mf::FlexKernel::Fused);
-  const Grads d = run(c, q, k, v, go, mf::FlexKernel::Dense);
-  EXPECT_LT(mftest::rel_error_2norm(f.out, d.out), 1e-2) << c.name;
-  EXPECT_LT(mftest::rel_error_2norm(f.dq, d.dq), 1e-2) << c.name;
-  EXPECT_LT(mftest::rel_error_2norm(f.dk, d.dk), 1e-2) << c.name;
-  EXPECT_LT(mftest::rel_error_2norm(f.dv, d.dv), 1e-2) << c.name;
-  if (c.learnable.defined()) EXPECT_LT(mftest::rel_error_2norm(f.dlearn, d.dlearn), 1e-2) << c.name;
+  expect_matches_dense(cases()[2], mf::DType::Float32, 800);
+  expect_matches_dense(cases()[5], mf::DType::Float32, 804);
 }
 
 // The 4-warp tensor-core backward (head dims past 128): D = Dv = 256 causal, and D = 136,
