@@ -231,13 +231,14 @@ __device__ __forceinline__ bool mf_mask_pair(int b, int h, int kv, int q, const 
 
 // Which elements of R fragment rows (row0 + 8 r) of a score tile pass the bounds and, when
 // the tile is partial, mask_mod: bit 2 nt + c of bits[r] for column col0 + 8 nt + c
-// (nt < NT; the C fragment layout of Note [Flex tensor-core fragments]). Q_ROWS: rows are
-// queries and columns keys (S = Q K^T); else the transpose (S^T in the dK/dV kernels).
-// The split mask_mod runs once per row, once per column and once per element for what
-// needs both. When mask_mod gathers from captured tensors (MF_MASK_GATHERS), the column
-// loop is unrolled only 4 deep, so the gathers add little register pressure to the score
-// math around it (unrolled over every element, the document mask spilled 340 bytes);
-// arithmetic masks unroll fully and cost a few instructions per element.
+// (nt < NT; the C fragment layout of Note [Flex tensor-core fragments], col0 = the tile's
+// first column + 2 (lane % 4)). Q_ROWS: rows are queries and columns keys (S = Q K^T); else
+// the transpose (S^T in the dK/dV kernels). Every lane of the warp calls it together.
+// The split mask_mod runs once per row a thread owns, once per column of the tile and only
+// the pair function per element: lane l evaluates columns l, l + 32, ... of the tile, and
+// the 8 lanes that hold a column in the fragment layout read its values by shuffle, so a
+// mask_mod that gathers from captured tensors (doc[kv]) gathers 8 NT / 32 times per lane
+// per tile, all before the element loop, instead of 2 NT times in a dependent chain.
 template <int NT, int R, bool Q_ROWS>
 __device__ __forceinline__ void mf_keep_bits(unsigned (&bits)[R], int row0, int col0, int M, int N,
                                              bool partial, int b, int h,
@@ -246,30 +247,52 @@ __device__ __forceinline__ void mf_keep_bits(unsigned (&bits)[R], int row0, int 
   typedef typename MfMaskSide<Q_ROWS>::T RowT;
   typedef typename MfMaskSide<!Q_ROWS>::T ColT;
   const int row_end = Q_ROWS ? M : N, col_end = Q_ROWS ? N : M;
+  const int lane = threadIdx.x & 31, base = col0 - 2 * (lane & 3);
+#pragma unroll
+  for (int r = 0; r < R; ++r) bits[r] = 0u;
+  if (!partial) {  // bounds only
+#pragma unroll
+    for (int i = 0; i < 2 * NT; ++i) {
+      const bool col_ok = col0 + (i / 2) * 8 + i % 2 < col_end;
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        bits[r] |= static_cast<unsigned>(col_ok && row0 + 8 * r < row_end) << i;
+    }
+    return;
+  }
   RowT rv[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    bits[r] = 0u;
     rv[r] = RowT();
-    if (partial && row0 + 8 * r < row_end)
-      rv[r] = MfMaskSide<Q_ROWS>::at(b, h, row0 + 8 * r, mask_cap);
+    if (row0 + 8 * r < row_end) rv[r] = MfMaskSide<Q_ROWS>::at(b, h, row0 + 8 * r, mask_cap);
   }
-#if MF_MASK_GATHERS
+  ColT own[(NT + 3) / 4];  // columns lane + 32 s of the tile
+#pragma unroll
+  for (int s = 0; s < (NT + 3) / 4; ++s) {
+    const int j = lane + 32 * s;
+    own[s] = ColT();
+    if (j < 8 * NT && base + j < col_end)
+      own[s] = MfMaskSide<!Q_ROWS>::at(b, h, base + j, mask_cap);
+  }
+#pragma unroll
+  for (int s = 0; s < (NT + 3) / 4; ++s) {
+    // A pair function that gathers (table[b][h][q][kv]) keeps its loop rolled 4 deep, so its
+    // loads add little register pressure to the score math around it.
+#if MF_MASK_PAIR_GATHERS
 #pragma unroll 4
 #else
 #pragma unroll
 #endif
-  for (int i = 0; i < 2 * NT; ++i) {
-    const int col = col0 + (i / 2) * 8 + i % 2;
-    if (col >= col_end) continue;
-    ColT cv = ColT();
-    if (partial) cv = MfMaskSide<!Q_ROWS>::at(b, h, col, mask_cap);
+    for (int i = 8 * s; i < 8 * s + 8 && i < 2 * NT; ++i) {
+      const int j = (i / 2) * 8 + 2 * (lane & 3) + i % 2, col = base + j;  // j / 32 == s
+      const ColT cv = mask_mod_shfl(own[s], j & 31);
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int row = row0 + 8 * r;
-      const bool ok =
-          row < row_end && (!partial || mf_mask_pair(b, h, row, col, rv[r], cv, mask_cap));
-      bits[r] |= static_cast<unsigned>(ok) << i;
+      for (int r = 0; r < R; ++r) {
+        const int row = row0 + 8 * r;
+        const bool ok =
+            col < col_end && row < row_end && mf_mask_pair(b, h, row, col, rv[r], cv, mask_cap);
+        bits[r] |= static_cast<unsigned>(ok) << i;
+      }
     }
   }
 }

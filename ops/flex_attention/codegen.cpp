@@ -624,12 +624,29 @@ std::string generate_mask_mod_split(const graph::Graph& g) {
            " tensors (at most ", kMaxCaptured, "); use the dense path");
   const MaskSplit p = plan_mask_split(g);
   static const char* const kStruct[2] = {"MfMaskQ", "MfMaskKv"};
-  std::string src = std::string("#define MF_MASK_GATHERS ") + (uses_index(g) ? "1" : "0") + "\n";
+  bool pair_gathers = false;
+  for (const graph::Node& n : g.nodes())
+    pair_gathers =
+        pair_gathers || (n.op == "index" && n.outputs.size() == 1 && p.need[2].count(n.outputs[0]));
+  std::string src =
+      std::string("#define MF_MASK_PAIR_GATHERS ") + (pair_gathers ? "1" : "0") + "\n";
   for (int s = 0; s < 2; ++s) {
     src += std::string("struct ") + kStruct[s] + " {\n";
     for (int64_t v : p.fields[s])
       src += std::string("  ") + c_type(g.meta(v).dtype) + " v" + std::to_string(v) + ";\n";
     src += "};\n";
+  }
+  for (int s = 0; s < 2; ++s) {
+    src += std::string("__device__ __forceinline__ ") + kStruct[s] + " mask_mod_shfl(const " +
+           kStruct[s] + "& x, int lane) {\n  " + kStruct[s] + " r;\n";
+    for (int64_t v : p.fields[s]) {
+      const std::string f = "v" + std::to_string(v);
+      src += g.meta(v).dtype == DType::Bool
+                 ? "  r." + f + " = __shfl_sync(0xffffffffu, static_cast<int>(x." + f +
+                       "), lane) != 0;\n"
+                 : "  r." + f + " = __shfl_sync(0xffffffffu, x." + f + ", lane);\n";
+    }
+    src += "  return r;\n}\n";
   }
   auto emitter_body = [&](Emitter& e, int which) {
     const std::vector<std::string> args{"b", "h", "q", "kv"};
@@ -670,10 +687,14 @@ std::string generate_mask_mod_split(const graph::Graph& g) {
 }
 
 std::string no_mask_mod() {
-  return "#define MF_MASK_GATHERS 0\n"
+  return "#define MF_MASK_PAIR_GATHERS 0\n"
          "__device__ __forceinline__ bool mask_mod(int, int, int, int, const FlexCaptured&) {\n"
          "  return true;\n}\n"
          "struct MfMaskQ {};\nstruct MfMaskKv {};\n"
+         "__device__ __forceinline__ MfMaskQ mask_mod_shfl(const MfMaskQ& x, int) {\n"
+         "  return x;\n}\n"
+         "__device__ __forceinline__ MfMaskKv mask_mod_shfl(const MfMaskKv& x, int) {\n"
+         "  return x;\n}\n"
          "__device__ __forceinline__ MfMaskQ mask_mod_q(int, int, int, const FlexCaptured&) {\n"
          "  return MfMaskQ();\n}\n"
          "__device__ __forceinline__ MfMaskKv mask_mod_kv(int, int, int, const FlexCaptured&) {\n"

@@ -43,7 +43,8 @@ std::string generate_mask_mod(const graph::Graph& g);
 //                      const FlexCaptured&);
 // mask_mod_pair(b, h, q, kv, mask_mod_q(b, h, q), mask_mod_kv(b, h, kv)) == mask_mod(...).
 // The structs hold only the values the pair function reads; constants are repeated where
-// used. A first line defines MF_MASK_GATHERS: whether mask_mod reads captured tensors.
+// used. A first line defines MF_MASK_PAIR_GATHERS: whether the pair function reads
+// captured tensors. mask_mod_shfl(x, lane) reads a struct from another lane of the warp.
 // mf_keep_bits (kernels/cuda/flex_common.cuh) calls them for in-range rows and keys
 // only, so a gather the result depends on faults exactly where the whole mask_mod's would
 // (a captured read whose value is never used is dropped, so it cannot fault).

@@ -107,13 +107,23 @@ TEST(FlexCodegen, DocumentMask) {
 }
 
 const char* const kDocumentSplit =
-    R"(#define MF_MASK_GATHERS 1
+    R"(#define MF_MASK_PAIR_GATHERS 0
 struct MfMaskQ {
   int v7;
 };
 struct MfMaskKv {
   int v6;
 };
+__device__ __forceinline__ MfMaskQ mask_mod_shfl(const MfMaskQ& x, int lane) {
+  MfMaskQ r;
+  r.v7 = __shfl_sync(0xffffffffu, x.v7, lane);
+  return r;
+}
+__device__ __forceinline__ MfMaskKv mask_mod_shfl(const MfMaskKv& x, int lane) {
+  MfMaskKv r;
+  r.v6 = __shfl_sync(0xffffffffu, x.v6, lane);
+  return r;
+}
 __device__ __forceinline__ MfMaskQ mask_mod_q(int b, int h, int q, const FlexCaptured& cap) {
   long long o7 = 0;
   const bool k7 = mf_index_dim(cap, 0, 0, static_cast<long long>(q), o7);
@@ -165,6 +175,22 @@ TEST(FlexCodegen, KeyOnlyMaskSplit) {
   ASSERT_NE(pair, std::string::npos) << src;
   EXPECT_EQ(src.find("mf_index_dim", pair), std::string::npos) << src;
   EXPECT_NE(src.find("return kvv.v", pair), std::string::npos) << src;
+  // The bool field crosses lanes as an int; the pair function reads nothing.
+  EXPECT_NE(src.find("__shfl_sync(0xffffffffu, static_cast<int>(x.v"), std::string::npos) << src;
+  EXPECT_EQ(src.rfind("#define MF_MASK_PAIR_GATHERS 0", 0), 0u) << src;
+}
+
+// A per-element table read stays in the pair function, which then gathers.
+TEST(FlexCodegen, TableMaskSplit) {
+  T table = mf::from_vector(std::vector<int64_t>{1, 0, 0, 1}, {2, 2}, {.dtype = mf::DType::Bool});
+  const std::string src = split_src([table](const T&, const T&, const T& q, const T& kv) {
+    return table.index({q, kv});
+  });
+  EXPECT_EQ(src.rfind("#define MF_MASK_PAIR_GATHERS 1", 0), 0u) << src;
+  const size_t pair = src.find("mask_mod_pair");
+  ASSERT_NE(pair, std::string::npos) << src;
+  EXPECT_NE(src.find("mf_index_dim", pair), std::string::npos) << src;
+  EXPECT_EQ(src.find("mf_index_dim"), src.find("mf_index_dim", pair)) << src;
 }
 
 // A mask_mod that reads a captured 0-d tensor as a whole (here in a term of q and kv) gets
