@@ -75,6 +75,10 @@ __device__ __forceinline__ void mf_mm_pb(float (&acc)[NP / 8][4], const float (&
   }
 }
 
+// The dynamic shared memory of every kernel here, declared once: the dQ body is a template
+// that the extern "C" kernels share.
+extern __shared__ __align__(16) unsigned short mf_smem[];
+
 // dQ for MF_BM query rows of (b, h): walks the kv blocks of the BlockMask row like the
 // forward (partial ones with mask_mod, then full ones), recomputing P from lse. DELTA:
 // instead of dQ, write delta = sum_j P z dP for the rows (Note [Flex exact delta]).
@@ -86,7 +90,6 @@ __device__ __forceinline__ void mf_bwd_dq(
     const int* kv_num, const int* kv_idx, const int* full_num, const int* full_idx, int mask_b,
     int mask_h, int Mb, int Nb, const FlexCaptured& score_cap, const FlexCaptured& mask_cap,
     const FlexDropout& drop) {
-  extern __shared__ __align__(16) unsigned short mf_smem[];
   unsigned short* q_s = mf_smem;                   // [BM][QLD]
   unsigned short* do_s = q_s + MF_BM * MF_QLD;     // [BM][VLD]
   unsigned short* k_s = do_s + MF_BM * MF_VLD;     // [2][BN][QLD]
@@ -227,7 +230,6 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
                   const int* full_idx, int mask_b, int mask_h, int Mb, int Nb,
                   FlexCaptured score_cap, FlexCaptured mask_cap, FlexCapturedGrad gcap,
                   FlexDropout drop) {
-  extern __shared__ __align__(16) unsigned short mf_smem[];
   unsigned short* k_s = mf_smem;                                       // [BM][QLD]
   unsigned short* v_s = k_s + MF_BM * MF_QLD;                          // [BM][VLD]
   unsigned short* q_s = v_s + MF_BM * MF_VLD;                          // [2][BN][QLD]

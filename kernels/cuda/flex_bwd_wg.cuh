@@ -24,6 +24,10 @@
 #define MF_BWD_SMEM_BYTES \
   (MF_RES_D + MF_RES_DV + 2 * (MF_STR_D + MF_STR_DV) + 2 * 2 * MF_BN * 4 + 1024)
 
+// The dynamic shared memory of every kernel here, declared once: the dQ body is a template
+// that the extern "C" kernels share.
+extern __shared__ unsigned char mf_smem_raw[];
+
 // dQ for the MF_BM query rows of (b, h) of one CTA: walks the BlockMask row's kv blocks
 // like the forward (MfKvTiles, two tiles of 64 keys per block), recomputing P from lse. DELTA:
 // instead of dQ, write delta = sum_j P z dP for the rows (Note [Flex exact delta]).
@@ -35,7 +39,6 @@ __device__ __forceinline__ void mf_bwd_dq_wg(
     const int* kv_num, const int* kv_idx, const int* full_num, const int* full_idx, int mask_b,
     int mask_h, int Mb, int Nb, const FlexCaptured& score_cap, const FlexCaptured& mask_cap,
     const FlexDropout& drop) {
-  extern __shared__ unsigned char mf_smem_raw[];
   unsigned char* q_s = reinterpret_cast<unsigned char*>(
       (reinterpret_cast<unsigned long long>(mf_smem_raw) + 1023) & ~1023ull);
   unsigned char* do_s = q_s + MF_RES_D;
@@ -193,7 +196,6 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 2)
                      const int* full_idx, int mask_b, int mask_h, int Mb, int Nb,
                      FlexCaptured score_cap, FlexCaptured mask_cap, FlexCapturedGrad gcap,
                      FlexDropout drop) {
-  extern __shared__ unsigned char mf_smem_raw[];
   unsigned char* k_s = reinterpret_cast<unsigned char*>(
       (reinterpret_cast<unsigned long long>(mf_smem_raw) + 1023) & ~1023ull);
   unsigned char* v_s = k_s + MF_RES_D;
