@@ -76,8 +76,16 @@ bool use_wgmma(const FlexFusedArgs& a) {
   auto ok = [](int d) { return d == 64 || d == 128; };
   return a.in_dtype != 0 && ok(a.D) && ok(a.Dv) && device_arch(a.device) == 90;
 }
+// The Hopper forward's key tile and CTAs per SM (Note [Flex wgmma forward tiles]).
+struct WgFwdTiles {
+  int bn, min_blocks;
+};
+WgFwdTiles wg_fwd_tiles(int D, int Dv) {
+  return D == 64 && Dv == 64 ? WgFwdTiles{64, 2} : WgFwdTiles{128, 1};
+}
 int wg_fwd_smem_bytes(int D, int Dv) {  // MF_SMEM_BYTES in flex_fwd_wg.cuh
-  return 128 * D * 2 * 3 + 128 * Dv * 2 * 3 + 1024;
+  const int bn = wg_fwd_tiles(D, Dv).bn;
+  return 128 * D * 2 + 2 * bn * D * 2 + 3 * bn * Dv * 2 + 1024;
 }
 int wg_bwd_smem_bytes(int D, int Dv) {  // MF_BWD_SMEM_BYTES in flex_bwd_wg.cuh (64-row tiles)
   return 64 * (D + Dv) * 2 * 3 + 2 * 2 * 64 * 4 + 1024;
@@ -135,8 +143,11 @@ NvrtcSource forward_source(const FlexFusedArgs& a, bool wg) {
     s.name = "flex_fwd.cu";
     s.source = kFlexFwdCuh;
   } else if (wg) {
+    const WgFwdTiles t = wg_fwd_tiles(a.D, a.Dv);
     s.name = "flex_fwd_wg.cu";
     s.source = kFlexFwdWgCuh;
+    mods += "#define MF_BN " + std::to_string(t.bn) + "\n#define MF_MIN_BLOCKS " +
+            std::to_string(t.min_blocks) + "\n";
     add_mma_headers(s, true);
     s.headers.push_back({"flex_fwd_common.cuh", kFlexFwdCommonCuh});
   } else {

@@ -1,13 +1,13 @@
 // flex_attention's Hopper forward kernel for bf16 / fp16 inputs (sm_90a): the score and
 // output products run as wgmma.mma_async on 128-byte-swizzled shared tiles; the per-tile
 // math is flex_fwd_tc.cuh's. Compiled at run time with NVRTC for head dims D and Dv in
-// {64, 128}; the launcher picks it on compute capability 9.0.
+// {64, 128} and the key tile MF_BN and CTAs per SM MF_MIN_BLOCKS the launcher defines (Note
+// [Flex wgmma forward tiles]); the launcher picks it on compute capability 9.0.
 #include "flex_common.cuh"
 #include "flex_mma.cuh"
 #include "flex_wgmma.cuh"
 
 #define MF_BM 128  // query rows per CTA: one BlockMask q block, 64 per warpgroup
-#define MF_BN 128  // keys per tile: one BlockMask kv block
 #define MF_MT 1
 #define MF_DVP MF_DV
 #define MF_THREADS 256
@@ -21,6 +21,14 @@
 // wgmma operands]).
 #define MF_SMEM_BYTES (MF_Q_BYTES + 2 * MF_K_BYTES + 3 * MF_V_BYTES + 1024)
 
+// Note [Flex wgmma forward tiles]
+// With D = Dv = 64 the products are short next to the softmax (its exp2 per score costs as
+// much SFU time as the two products' tensor time), and one CTA's warpgroups reach the
+// softmax together, so the tensor cores idle through it. Tiles of 64 keys keep a thread
+// under 128 registers, so two CTAs share an SM and one's products run through the other's
+// softmax. Wider head dims keep 128-key tiles (one BlockMask kv block) and one CTA per SM:
+// their accumulators do not fit twice.
+
 // Note [Flex wgmma forward pipeline]
 // Each warpgroup overlaps the softmax of tile j with the tensor cores' P V of tile j - 1:
 // it issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} back to back, waits for S_j only,
@@ -32,12 +40,12 @@
 // warpgroup that ran ahead could overwrite a stage another was still reading.
 
 // One CTA per (query block of 128 rows, head, batch): two warpgroups of 64 rows each keep
-// their output accumulators in registers. K and V tiles of 128 keys stream through shared
+// their output accumulators in registers. K and V tiles of MF_BN keys stream through shared
 // memory (cp.async; tile j + 1 loads while tile j computes), in the order of the BlockMask
 // row (MfKvTiles). Per tile and warpgroup: S = Q K^T (A and B from shared memory), the
 // online softmax on the score registers, O += P V (P from registers, V transposed by the
 // wgmma), pipelined as Note [Flex wgmma forward pipeline] says. Arguments as flex_fwd_tc.
-extern "C" __global__ void __launch_bounds__(MF_THREADS, 1)
+extern "C" __global__ void __launch_bounds__(MF_THREADS, MF_MIN_BLOCKS)
     flex_fwd_wg(const mf_in_t* __restrict__ q, const mf_in_t* __restrict__ k,
                 const mf_in_t* __restrict__ v, mf_in_t* __restrict__ out, float* __restrict__ lse,
                 int Hq, int Hkv, int M, int N, float scale, const int* kv_num, const int* kv_idx,
@@ -66,7 +74,8 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS, 1)
   };
 
   mf_load_tile_sw128<MF_BM, MF_D, MF_THREADS>(q_s, qg, m0, M, tid);
-  const MfKvTiles<1> tiles(kv_num, kv_idx, full_num, full_idx, b, h, mask_b, mask_h, Mb, Nb, N, m0);
+  const MfKvTiles<MF_KV_BLOCK / MF_BN> tiles(kv_num, kv_idx, full_num, full_idx, b, h, mask_b,
+                                             mask_h, Mb, Nb, N, m0);
   const int n_tiles = tiles.count;
   int n0_next = n_tiles > 0 ? tiles.start(0) : 0;
   if (n_tiles > 0)

@@ -1,7 +1,9 @@
 // The fused CUDA backward of flex_attention (dQ, dK, dV and captured-tensor gradients)
 // against the dense path's autograd on the same GPU inputs, the deterministic option, and
 // the memory bound at 64k tokens (no [M, N] intermediate).
+#include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <random>
 
 #include "cuda_test_util.h"
@@ -136,12 +138,20 @@ void expect_matches_dense(const Case& c, mf::DType dt, uint32_t seed) {
   }
 }
 
-// Case c shrunk to M = 70, N = 90 in bf16: a short run for compute-sanitizer (racecheck)
-// over one kernel family.
-void expect_small_bf16(Case c, uint32_t seed) {
-  c.M = 70;
-  c.N = 90;
-  expect_matches_dense(c, mf::DType::BFloat16, seed);
+// The named cases shrunk to M = 70, N = 90 in bf16 (seeds from `seed`, 10 apart): a short
+// run for compute-sanitizer (racecheck) over one kernel family.
+void expect_small_bf16(std::initializer_list<const char*> names, uint32_t seed) {
+  const std::vector<Case> all = cases();
+  for (const char* name : names) {
+    auto it = std::find_if(all.begin(), all.end(),
+                           [name](const Case& c) { return std::string(c.name) == name; });
+    ASSERT_NE(it, all.end()) << name;
+    Case c = *it;
+    c.M = 70;
+    c.N = 90;
+    expect_matches_dense(c, mf::DType::BFloat16, seed);
+    seed += 10;
+  }
 }
 
 TEST_F(FlexFusedBackwardTest, MatchesDense) {
@@ -165,19 +175,20 @@ TEST_F(FlexFusedBackwardTest, Float32Small) {
 // The 4-warp tensor-core backward (head dims past 128): D = Dv = 256 causal, and D = 136,
 // Dv = 200 with GQA and a learnable captured tensor.
 TEST_F(FlexFusedBackwardTest, LargeHeadDimSmall) {
-  const std::vector<Case> all = cases();
-  expect_small_bf16(all[all.size() - 2], 850);
-  expect_small_bf16(all[all.size() - 1], 860);
+  expect_small_bf16({"head_dim_256", "head_dim_136_dv_200"}, 850);
 }
 
 // The Hopper (wgmma) forward and backward where the GPU has them (head dims 64): the
 // document mask (split mask_mod gathers) and ALiBi with learnable slopes (exact delta).
 TEST_F(FlexFusedBackwardTest, HopperKernelsSmall) {
-  const std::vector<Case> all = cases();
-  ASSERT_STREQ(all[4].name, "document");
-  ASSERT_STREQ(all[5].name, "alibi_learnable");
-  expect_small_bf16(all[4], 870);
-  expect_small_bf16(all[5], 880);
+  expect_small_bf16({"document", "alibi_learnable"}, 870);
+}
+
+// The mma.sync forward and backward at head dims up to 128 that the Hopper kernels do not
+// take (they take 64 and 128): D = 80 with softcap and causal, and the document mask with
+// Dv = 32 (split mask_mod on the mma.sync fragments).
+TEST_F(FlexFusedBackwardTest, TensorCoreKernelsSmall) {
+  expect_small_bf16({"document_dv_32", "head_dim_80"}, 890);
 }
 
 // With `deterministic`, captured-tensor gradients are bitwise equal across runs (fixed-point
