@@ -31,6 +31,11 @@
 #define MF_DQ_SMEM_BYTES ((MF_BM * (MF_QLD + MF_VLD) + 2 * MF_BN * (MF_QLD + MF_VLD)) * 2)
 #define MF_DKDV_SMEM_BYTES (MF_DQ_SMEM_BYTES + 2 * 2 * MF_BN * 4)
 
+// The launcher reads the size from here (nvrtc_constant_int), so it is written once.
+extern "C" {
+__constant__ int mf_smem_bytes = MF_DKDV_SMEM_BYTES;
+}
+
 // c[nt] = A_rows @ B^T for this warp: A [16 rows of a_s, K cols], B [MF_BN rows of b_s, K
 // cols], both row-major in shared memory (the S = Q K^T shape).
 template <int KP, int LDA, int LDB>
@@ -163,14 +168,17 @@ __device__ __forceinline__ void mf_bwd_dq(
       float s[MF_BN / 8][4], dp[MF_BN / 8][4];
       mf_mm_abt<MF_DP, MF_QLD, MF_QLD>(s, q_s + warp * 16 * MF_QLD, ks, lane);
       mf_mm_abt<MF_DVP, MF_VLD, MF_VLD>(dp, do_s + warp * 16 * MF_VLD, vs, lane);
+      unsigned keep[2];  // bounds, and mask_mod on partial tiles (split, as the forward)
+      mf_keep_bits<MF_BN / 8, 2, true>(keep, rows[0], n0 + 2 * t4, M, N, partial, b, h, mask_cap);
       if (DELTA) {
 #pragma unroll
         for (int nt = 0; nt < MF_BN / 8; ++nt)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int r = e / 2, kv = n0 + nt * 8 + 2 * t4 + (e & 1);
-            rsum[r] += mf_bwd_prob(s[nt][e], lse2[r], rows[r] < M && kv < N, partial, b, h, rows[r],
-                                   kv, scale, score_cap, mask_cap, drop) *
+            const bool ok = keep[r] >> (2 * nt + (e & 1)) & 1u;
+            rsum[r] += mf_bwd_prob(s[nt][e], lse2[r], ok, false, b, h, rows[r], kv, scale,
+                                   score_cap, mask_cap, drop) *
                        dp[nt][e];
           }
       } else {
@@ -179,10 +187,10 @@ __device__ __forceinline__ void mf_bwd_dq(
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int r = e / 2, kv = n0 + nt * 8 + 2 * t4 + (e & 1);
+            const bool ok = keep[r] >> (2 * nt + (e & 1)) & 1u;
             float p;
-            s[nt][e] =
-                mf_bwd_elem(s[nt][e], dp[nt][e], lse2[r], dlt[r], rows[r] < M && kv < N, partial, b,
-                            h, rows[r], kv, scale, score_cap, mask_cap, no_grad, drop, p);
+            s[nt][e] = mf_bwd_elem(s[nt][e], dp[nt][e], lse2[r], dlt[r], ok, false, b, h, rows[r],
+                                   kv, scale, score_cap, mask_cap, no_grad, drop, p);
           }
         mf_mm_pb<MF_DP, MF_QLD>(acc, s, ks, lane);
       }
@@ -308,15 +316,17 @@ extern "C" __global__ void __launch_bounds__(MF_THREADS)
       float s[MF_BN / 8][4], dp[MF_BN / 8][4];
       mf_mm_abt<MF_DP, MF_QLD, MF_QLD>(s, k_s + warp * 16 * MF_QLD, qs, lane);
       mf_mm_abt<MF_DVP, MF_VLD, MF_VLD>(dp, v_s + warp * 16 * MF_VLD, dos, lane);
+      unsigned keep[2];  // bounds, and mask_mod on partial tiles (split, as the forward)
+      mf_keep_bits<MF_BN / 8, 2, false>(keep, keys[0], m0 + 2 * t4, M, N, partial, b, h, mask_cap);
 #pragma unroll
       for (int nt = 0; nt < MF_BN / 8; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int col = nt * 8 + 2 * t4 + (e & 1), row = m0 + col, key = keys[e / 2];
+          const bool ok = keep[e / 2] >> (2 * nt + (e & 1)) & 1u;
           float p;
-          const float d =
-              mf_bwd_elem(s[nt][e], dp[nt][e], ls[col], ds[col], row < M && key < N, partial, b, h,
-                          row, key, scale, score_cap, mask_cap, gcap, drop, p);
+          const float d = mf_bwd_elem(s[nt][e], dp[nt][e], ls[col], ds[col], ok, false, b, h, row,
+                                      key, scale, score_cap, mask_cap, gcap, drop, p);
           s[nt][e] = p;
           dp[nt][e] = d;
         }

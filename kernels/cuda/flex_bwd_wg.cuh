@@ -24,6 +24,11 @@
 #define MF_BWD_SMEM_BYTES \
   (MF_RES_D + MF_RES_DV + 2 * (MF_STR_D + MF_STR_DV) + 2 * 2 * MF_BN * 4 + 1024)
 
+// The launcher reads the size from here (nvrtc_constant_int), so it is written once.
+extern "C" {
+__constant__ int mf_smem_bytes = MF_BWD_SMEM_BYTES;
+}
+
 // The dynamic shared memory of every kernel here, declared once: the dQ body is a template
 // that the extern "C" kernels share.
 extern __shared__ unsigned char mf_smem_raw[];

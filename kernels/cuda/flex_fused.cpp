@@ -66,10 +66,6 @@ struct FwdTiles {
 FwdTiles fwd_tiles(int D, int Dv) {
   return std::max(pad16(D), pad16(Dv)) <= 128 ? FwdTiles{4, 2, 64} : FwdTiles{8, 1, 32};
 }
-int fwd_smem_bytes(const FwdTiles& t, int D, int Dv) {
-  const int qld = pad16(D) + 8, vld = pad16(Dv) + 8;
-  return (128 * qld + 2 * t.bn * qld + 2 * t.bn * vld) * 2;
-}
 // The Hopper kernels (flex_fwd_wg.cuh, flex_bwd_wg.cuh; `wg` below) cover 16-bit inputs with head
 // dims of whole 128-byte swizzle panels whose tiles fit in shared memory.
 bool use_wgmma(const FlexFusedArgs& a) {
@@ -83,23 +79,12 @@ struct WgFwdTiles {
 WgFwdTiles wg_fwd_tiles(int D, int Dv) {
   return D == 64 && Dv == 64 ? WgFwdTiles{64, 2} : WgFwdTiles{128, 1};
 }
-int wg_fwd_smem_bytes(int D, int Dv) {  // MF_SMEM_BYTES in flex_fwd_wg.cuh
-  const int bn = wg_fwd_tiles(D, Dv).bn;
-  return 128 * D * 2 + 2 * bn * D * 2 + 3 * bn * Dv * 2 + 1024;
-}
-int wg_bwd_smem_bytes(int D, int Dv) {  // MF_BWD_SMEM_BYTES in flex_bwd_wg.cuh (64-row tiles)
-  return 64 * (D + Dv) * 2 * 3 + 2 * 2 * 64 * 4 + 1024;
-}
 // The tensor-core backward's tiles (MF_WARPS, MF_BN in flex_bwd_tc.cuh): 16 rows per warp.
 struct BwdTiles {
   int warps, bn;
 };
 BwdTiles bwd_tiles(int D, int Dv) {
   return std::max(pad16(D), pad16(Dv)) <= 128 ? BwdTiles{8, 64} : BwdTiles{4, 32};
-}
-int bwd_smem_bytes(const BwdTiles& t, int D, int Dv) {  // MF_DKDV_SMEM_BYTES
-  const int qld = pad16(D) + 8, vld = pad16(Dv) + 8, bm = 16 * t.warps;
-  return (bm * (qld + vld) + 2 * t.bn * (qld + vld)) * 2 + 2 * 2 * t.bn * 4;
 }
 
 std::string defines(const FlexFusedArgs& a) {
@@ -224,7 +209,15 @@ void flex_fused_forward(const FlexFusedArgs& a) {
   MF_INTERNAL_ASSERT(flex_fused_forward_supported(a.in_dtype, a.D, a.Dv));
   const bool tc = a.in_dtype != 0, wg = use_wgmma(a);
   const NvrtcSource src = forward_source(a, wg);
-  void* kernel = nvrtc_kernel(src, wg ? "flex_fwd_wg" : tc ? "flex_fwd_tc" : "flex_fwd", a.device);
+  // Shared memory as the kernel sizes it (mf_smem_bytes); the float32 kernel's is static.
+  const NvrtcProgram prog = nvrtc_program(
+      src,
+      {wg   ? "flex_fwd_wg"
+       : tc ? "flex_fwd_tc"
+            : "flex_fwd"},
+      tc ? std::vector<std::string>{"mf_smem_bytes"} : std::vector<std::string>{}, a.device);
+  void* kernel = prog.kernels[0];
+  const int smem = tc ? prog.constants[0] : 0;
   set_device(a.device);
   auto st = static_cast<cudaStream_t>(stream(a.device));
   Captured sc = pack(a.score_captured, a.fault, 0), mc = pack(a.mask_captured, a.fault, 1);
@@ -238,13 +231,11 @@ void flex_fused_forward(const FlexFusedArgs& a) {
   void* args[] = {&q,  &k,  &v,  &out, &lse, &Hq, &Hkv, &M,  &N,  &scale, &kn,
                   &ki, &fn, &fi, &mb,  &mh,  &Mb, &Nb,  &sc, &mc, &drop};
   if (wg) {
-    const int smem = wg_fwd_smem_bytes(a.D, a.Dv);
     allow_smem(kernel, smem, a.device);
     const dim3 grid((a.M + 127) / 128, a.Hq, a.B);
     MF_CUDA_CHECK(cudaLaunchKernel(kernel, grid, dim3(256), args, smem, st));
   } else if (tc) {
     const FwdTiles t = fwd_tiles(a.D, a.Dv);
-    const int smem = fwd_smem_bytes(t, a.D, a.Dv);
     allow_smem(kernel, smem, a.device);
     const dim3 grid((a.M + 127) / 128, a.Hq, a.B);
     MF_CUDA_CHECK(cudaLaunchKernel(kernel, grid, dim3(32 * t.warps), args, smem, st));
@@ -267,11 +258,14 @@ void flex_fused_backward(const FlexFusedArgs& a) {
   const char* delta_kernel = !exact_delta ? "flex_bwd_delta"
                              : wg         ? "flex_bwd_delta_exact_wg"
                                           : "flex_bwd_delta_exact";
-  const std::vector<void*> ks = nvrtc_kernels(src,
-                                              {delta_kernel, wg ? "flex_bwd_dq_wg" : "flex_bwd_dq",
-                                               wg ? "flex_bwd_dkdv_wg" : "flex_bwd_dkdv"},
-                                              a.device);
-  void *k_delta = ks[0], *k_dq = ks[1], *k_dkdv = ks[2];
+  // Shared memory as the kernels size it (mf_smem_bytes); the float32 kernels' is static.
+  const NvrtcProgram prog = nvrtc_program(
+      src,
+      {delta_kernel, wg ? "flex_bwd_dq_wg" : "flex_bwd_dq",
+       wg ? "flex_bwd_dkdv_wg" : "flex_bwd_dkdv"},
+      tc ? std::vector<std::string>{"mf_smem_bytes"} : std::vector<std::string>{}, a.device);
+  void *k_delta = prog.kernels[0], *k_dq = prog.kernels[1], *k_dkdv = prog.kernels[2];
+  const int smem = tc ? prog.constants[0] : 0;
   set_device(a.device);
   auto st = static_cast<cudaStream_t>(stream(a.device));
   Captured sc = pack(a.score_captured, a.fault, 0), mc = pack(a.mask_captured, a.fault, 1);
@@ -296,7 +290,6 @@ void flex_fused_backward(const FlexFusedArgs& a) {
   const BwdTiles bt = bwd_tiles(a.D, a.Dv);
   const int rows_per_cta = wg ? 64 : tc ? 16 * bt.warps : 32;
   const int threads = wg ? 128 : tc ? 32 * bt.warps : 32;
-  const int smem = wg ? wg_bwd_smem_bytes(a.D, a.Dv) : tc ? bwd_smem_bytes(bt, a.D, a.Dv) : 0;
   const dim3 dq_grid((a.M + rows_per_cta - 1) / rows_per_cta, a.Hq, a.B);
   const int *kn = a.kv.num, *ki = a.kv.idx, *kfn = a.kv.full_num, *kfi = a.kv.full_idx;
   void* qargs[] = {&q,  &k,  &v,   &dout, &lse, &delta, &dq, &Hq, &Hkv, &M,  &N,   &scale,

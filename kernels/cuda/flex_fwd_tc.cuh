@@ -17,6 +17,11 @@
 // Shared memory bytes the launcher reserves: Q, then two stages of K and of V.
 #define MF_SMEM_BYTES ((MF_BM * MF_QLD + 2 * MF_BN * MF_QLD + 2 * MF_BN * MF_VLD) * 2)
 
+// The launcher reads the size from here (nvrtc_constant_int), so it is written once.
+extern "C" {
+__constant__ int mf_smem_bytes = MF_SMEM_BYTES;
+}
+
 // One CTA per (query block of 128 rows, head, batch). Each warp owns MF_MT x 16 query rows
 // and keeps their output accumulators in registers; K and V tiles of MF_BN keys stream
 // through two shared-memory stages (cp.async, the next tile loads while this one

@@ -21,6 +21,11 @@
 // wgmma operands]).
 #define MF_SMEM_BYTES (MF_Q_BYTES + 2 * MF_K_BYTES + 3 * MF_V_BYTES + 1024)
 
+// The launcher reads the size from here (nvrtc_constant_int), so it is written once.
+extern "C" {
+__constant__ int mf_smem_bytes = MF_SMEM_BYTES;
+}
+
 // Note [Flex wgmma forward tiles]
 // With D = Dv = 64 the products are short next to the softmax (its exp2 per score costs as
 // much SFU time as the two products' tensor time), and one CTA's warpgroups reach the

@@ -1,6 +1,7 @@
 // NVRTC compilation with a two-level cache: key = FNV-1a hash of (sources, headers,
-// options, architecture, NVRTC version); memory map -> cudaKernel_t, disk file
-// <cache dir>/<key>.cubin written atomically (temporary file, then rename).
+// options, architecture, NVRTC version, microflex version); memory map -> loaded program,
+// disk file <cache dir>/<key>.cubin (Note [Kernel cache file]) written atomically
+// (temporary file, then rename).
 #include "kernels/cuda/nvrtc_compile.h"
 
 #include <cuda_runtime.h>
@@ -84,6 +85,7 @@ std::string cache_key(const NvrtcSource& src, int arch) {
   for (const auto& [n, t] : src.headers) h = fnv1a(fnv1a(h, n), t);
   for (const std::string& o : all_options(src, arch)) h = fnv1a(h, o);
   h = fnv1a(h, std::to_string(major) + "." + std::to_string(minor));
+  h = fnv1a(h, MICROFLEX_VERSION);
   char buf[40];
   std::snprintf(buf, sizeof(buf), "%016llx-sm%d", static_cast<unsigned long long>(h), arch);
   return buf;
@@ -140,68 +142,170 @@ std::string kernel_cache_path(const NvrtcSource& src, int device) {
       .string();
 }
 
-std::vector<void*> nvrtc_kernels(const NvrtcSource& src, const std::vector<std::string>& names,
-                                 int device) {
-  // A loaded library per cache key, with the kernels taken from it so far by name.
-  struct Library {
-    cudaLibrary_t lib;
-    std::map<std::string, cudaKernel_t> kernels;
-  };
+namespace {
+
+// A loaded program: its library, the kernels and constants taken from it so far by name.
+struct Library {
+  cudaLibrary_t lib;
+  std::map<std::string, cudaKernel_t> kernels;
+  std::map<std::string, int> ints;
+};
+
+std::mutex& libraries_mutex() {
   static std::mutex mu;
+  return mu;
+}
+
+// Note [Kernel cache file]
+// cudaLibraryLoadData takes no size: the driver reads as far as the image's own headers
+// say, so a cut-off CUBIN (a full disk, an interrupted copy) would have it read past the
+// buffer, and it does crash on one. The cache file therefore wraps the CUBIN: 8 bytes
+// "MFCUBIN1", the CUBIN's byte count and an FNV-1a hash of it (little-endian 64-bit), then
+// the CUBIN. Only bytes whose count and hash match, and that start as an ELF image does,
+// reach the driver; any other file is compiled again and rewritten.
+constexpr char kCacheMagic[8] = {'M', 'F', 'C', 'U', 'B', 'I', 'N', '1'};
+constexpr size_t kCacheHeader = 24;
+constexpr char kElfMagic[4] = {'\x7f', 'E', 'L', 'F'};
+
+void put_u64(std::string& out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+uint64_t get_u64(const std::string& in, size_t at) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i)
+    v |= static_cast<uint64_t>(static_cast<unsigned char>(in[at + i])) << (8 * i);
+  return v;
+}
+
+std::string wrap_cubin(const std::string& cubin) {
+  std::string out(kCacheMagic, sizeof(kCacheMagic));
+  put_u64(out, cubin.size());
+  put_u64(out, fnv1a(1469598103934665603ull, cubin));
+  return out + cubin;
+}
+
+// The CUBIN in a cache file's bytes, or why there is none.
+std::string unwrap_cubin(const std::string& bytes, std::string& why) {
+  if (bytes.size() < kCacheHeader || bytes.compare(0, 8, kCacheMagic, 8) != 0) {
+    why = "not a microflex kernel cache file";
+    return {};
+  }
+  const uint64_t size = get_u64(bytes, 8);
+  if (size != bytes.size() - kCacheHeader) {
+    why = "holds " + std::to_string(bytes.size() - kCacheHeader) + " bytes of a " +
+          std::to_string(size) + "-byte CUBIN";
+    return {};
+  }
+  std::string cubin = bytes.substr(kCacheHeader);
+  if (fnv1a(1469598103934665603ull, cubin) != get_u64(bytes, 16)) {
+    why = "its CUBIN does not match its hash";
+    return {};
+  }
+  if (cubin.size() < 4 || cubin.compare(0, 4, kElfMagic, 4) != 0) {
+    why = "its contents are not an ELF image";
+    return {};
+  }
+  return cubin;
+}
+
+// The cache file's program loaded, or nullptr when there is no file or (with a warning)
+// it does not hold a program that loads (Note [Kernel cache file]).
+cudaLibrary_t load_cached(const std::filesystem::path& file, const NvrtcSource& src) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return nullptr;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  std::string why;
+  const std::string cubin = unwrap_cubin(ss.str(), why);
+  cudaLibrary_t l = nullptr;
+  if (!cubin.empty()) {
+    const cudaError_t e =
+        cudaLibraryLoadData(&l, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0);
+    if (e == cudaSuccess) {
+      log::debug("nvrtc: loaded ", src.name, " from ", file.string());
+      return l;
+    }
+    cudaGetLastError();  // not sticky: clear it so later calls do not report it
+    why = std::string("the driver did not load it: ") + cudaGetErrorString(e);
+  }
+  log::warn("nvrtc: the kernel cache file ", file.string(), " is unusable (", why, "); compiling ",
+            src.name, " again");
+  return nullptr;
+}
+
+// src's program on `device`: from memory, else from the disk cache, else compiled (and
+// written to the disk cache). The caller holds libraries_mutex().
+Library& library(const NvrtcSource& src, int device) {
   static std::map<std::string, Library> libraries;
   const int arch = device_arch(device);
   const std::string key = cache_key(src, arch);
-  std::lock_guard<std::mutex> lock(mu);
   auto lib = libraries.find(key);
-  if (lib == libraries.end()) {
-    const std::filesystem::path dir = kernel_cache_dir();
-    const std::filesystem::path file = dir / (key + ".cubin");
-    std::string cubin;
-    if (std::ifstream in(file, std::ios::binary); in) {
-      std::ostringstream ss;
-      ss << in.rdbuf();
-      cubin = ss.str();
-      log::debug("nvrtc: loaded ", src.name, " from ", file.string());
+  if (lib != libraries.end()) return lib->second;
+  const std::filesystem::path dir = kernel_cache_dir();
+  const std::filesystem::path file = dir / (key + ".cubin");
+  set_device(device);
+  cudaLibrary_t l = load_cached(file, src);
+  if (l == nullptr) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string cubin = compile(src, arch);
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    log::debug("nvrtc: compiled ", src.name, " for sm_", arch, " in ", ms, " ms");
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    const std::filesystem::path tmp =
+        file.string() + ".tmp" + std::to_string(static_cast<long long>(::getpid()));
+    bool written = false;
+    {
+      std::ofstream out_file(tmp, std::ios::binary);
+      const std::string bytes = wrap_cubin(cubin);
+      out_file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+      written = static_cast<bool>(out_file.flush());
     }
-    if (cubin.empty()) {
-      const auto t0 = std::chrono::steady_clock::now();
-      cubin = compile(src, arch);
-      const double ms =
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      log::debug("nvrtc: compiled ", src.name, " for sm_", arch, " in ", ms, " ms");
-      std::error_code ec;
-      std::filesystem::create_directories(dir, ec);
-      const std::filesystem::path tmp =
-          file.string() + ".tmp" + std::to_string(static_cast<long long>(::getpid()));
-      {
-        std::ofstream out_file(tmp, std::ios::binary);
-        out_file.write(cubin.data(), static_cast<std::streamsize>(cubin.size()));
-      }
+    if (written) {
       std::filesystem::rename(tmp, file, ec);
-      if (ec)
-        log::warn("nvrtc: could not write the kernel cache file ", file.string(), ": ",
-                  ec.message());
+    } else {
+      std::filesystem::remove(tmp, ec);
+      ec = std::make_error_code(std::errc::io_error);
     }
-    set_device(device);
-    cudaLibrary_t l;
+    if (ec)
+      log::warn("nvrtc: could not write the kernel cache file ", file.string(), ": ", ec.message());
     MF_CUDA_CHECK(cudaLibraryLoadData(&l, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));
-    lib = libraries.emplace(key, Library{l, {}}).first;
   }
-  std::vector<void*> out;
-  for (const std::string& name : names) {
-    auto it = lib->second.kernels.find(name);
-    if (it == lib->second.kernels.end()) {
-      cudaKernel_t kernel;
-      MF_CUDA_CHECK(cudaLibraryGetKernel(&kernel, lib->second.lib, name.c_str()));
-      it = lib->second.kernels.emplace(name, kernel).first;
-    }
-    out.push_back(reinterpret_cast<void*>(it->second));
-  }
-  return out;
+  return libraries.emplace(key, Library{l, {}, {}}).first->second;
 }
 
-void* nvrtc_kernel(const NvrtcSource& src, const std::string& kernel_name, int device) {
-  return nvrtc_kernels(src, {kernel_name}, device).at(0);
+}  // namespace
+
+NvrtcProgram nvrtc_program(const NvrtcSource& src, const std::vector<std::string>& kernel_names,
+                           const std::vector<std::string>& constant_names, int device) {
+  std::lock_guard<std::mutex> lock(libraries_mutex());
+  Library& lib = library(src, device);
+  NvrtcProgram out;
+  for (const std::string& name : kernel_names) {
+    auto it = lib.kernels.find(name);
+    if (it == lib.kernels.end()) {
+      cudaKernel_t kernel;
+      MF_CUDA_CHECK(cudaLibraryGetKernel(&kernel, lib.lib, name.c_str()));
+      it = lib.kernels.emplace(name, kernel).first;
+    }
+    out.kernels.push_back(reinterpret_cast<void*>(it->second));
+  }
+  for (const std::string& name : constant_names) {
+    auto it = lib.ints.find(name);
+    if (it == lib.ints.end()) {
+      void* ptr = nullptr;
+      size_t bytes = 0;
+      MF_CUDA_CHECK(cudaLibraryGetGlobal(&ptr, &bytes, lib.lib, name.c_str()));
+      MF_CHECK(bytes == sizeof(int), "nvrtc_program: the constant ", name, " of ", src.name,
+               " has ", bytes, " bytes, not an int's ", sizeof(int));
+      int value = 0;
+      MF_CUDA_CHECK(cudaMemcpy(&value, ptr, sizeof(int), cudaMemcpyDeviceToHost));
+      it = lib.ints.emplace(name, value).first;
+    }
+    out.constants.push_back(it->second);
+  }
+  return out;
 }
 
 }  // namespace microflex::cuda

@@ -1,6 +1,7 @@
 // Run-time compilation of CUDA C++ with NVRTC into a CUBIN for the device's architecture,
 // loaded through the runtime's library API (cudaLibraryLoadData, CUDA 12+), cached in
-// memory and on disk under MICROFLEX_CACHE_DIR (default ~/.cache/microflex).
+// memory and on disk under MICROFLEX_CACHE_DIR (default ~/.cache/microflex); a cache file
+// that does not load is compiled again.
 #pragma once
 #include <string>
 #include <utility>
@@ -15,13 +16,16 @@ struct NvrtcSource {
   std::vector<std::string> options;                          // extra NVRTC options
 };
 
-// The kernel `kernel_name` (extern "C") of `src` compiled for `device`'s architecture,
-// as a cudaKernel_t usable with cudaLaunchKernel. Throws microflex::Error with the NVRTC
-// log on compile errors.
-void* nvrtc_kernel(const NvrtcSource& src, const std::string& kernel_name, int device);
-// Several kernels of one source: one cache key, one library load.
-std::vector<void*> nvrtc_kernels(const NvrtcSource& src, const std::vector<std::string>& names,
-                                 int device);
+// The kernels (extern "C", as cudaKernel_t usable with cudaLaunchKernel) and the
+// `extern "C" __constant__ int` values (a kernel's shared-memory size, say, written in the
+// kernel only) of `src` compiled for `device`'s architecture, both by name, in one cache
+// lookup. Throws microflex::Error with the NVRTC log on compile errors.
+struct NvrtcProgram {
+  std::vector<void*> kernels;
+  std::vector<int> constants;
+};
+NvrtcProgram nvrtc_program(const NvrtcSource& src, const std::vector<std::string>& kernel_names,
+                           const std::vector<std::string>& constant_names, int device);
 
 // `device`'s compute capability as major * 10 + minor (90 on an H100).
 int device_arch(int device);
