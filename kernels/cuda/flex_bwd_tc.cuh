@@ -31,7 +31,7 @@
 #define MF_DQ_SMEM_BYTES ((MF_BM * (MF_QLD + MF_VLD) + 2 * MF_BN * (MF_QLD + MF_VLD)) * 2)
 #define MF_DKDV_SMEM_BYTES (MF_DQ_SMEM_BYTES + 2 * 2 * MF_BN * 4)
 
-// The launcher reads the size from here (nvrtc_constant_int), so it is written once.
+// The launcher reads the size from here (nvrtc_program), so it is written once.
 extern "C" {
 __constant__ int mf_smem_bytes = MF_DKDV_SMEM_BYTES;
 }

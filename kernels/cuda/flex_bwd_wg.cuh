@@ -24,7 +24,7 @@
 #define MF_BWD_SMEM_BYTES \
   (MF_RES_D + MF_RES_DV + 2 * (MF_STR_D + MF_STR_DV) + 2 * 2 * MF_BN * 4 + 1024)
 
-// The launcher reads the size from here (nvrtc_constant_int), so it is written once.
+// The launcher reads the size from here (nvrtc_program), so it is written once.
 extern "C" {
 __constant__ int mf_smem_bytes = MF_BWD_SMEM_BYTES;
 }

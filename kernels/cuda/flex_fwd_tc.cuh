@@ -17,7 +17,7 @@
 // Shared memory bytes the launcher reserves: Q, then two stages of K and of V.
 #define MF_SMEM_BYTES ((MF_BM * MF_QLD + 2 * MF_BN * MF_QLD + 2 * MF_BN * MF_VLD) * 2)
 
-// The launcher reads the size from here (nvrtc_constant_int), so it is written once.
+// The launcher reads the size from here (nvrtc_program), so it is written once.
 extern "C" {
 __constant__ int mf_smem_bytes = MF_SMEM_BYTES;
 }

@@ -21,7 +21,7 @@
 // wgmma operands]).
 #define MF_SMEM_BYTES (MF_Q_BYTES + 2 * MF_K_BYTES + 3 * MF_V_BYTES + 1024)
 
-// The launcher reads the size from here (nvrtc_constant_int), so it is written once.
+// The launcher reads the size from here (nvrtc_program), so it is written once.
 extern "C" {
 __constant__ int mf_smem_bytes = MF_SMEM_BYTES;
 }

@@ -7,7 +7,10 @@
 #include <cuda_runtime.h>
 #include <nvrtc.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +19,8 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <random>
+#include <set>
 #include <sstream>
 
 #include "core/error.h"
@@ -130,8 +135,11 @@ std::string kernel_cache_dir() {
   if (const char* d = std::getenv("MICROFLEX_CACHE_DIR"); d && *d) {
     dir = d;
   } else {
+    // Without HOME, a directory of this user's own under /tmp (Note [Kernel cache file]).
     const char* home = std::getenv("HOME");
-    dir = std::filesystem::path(home && *home ? home : "/tmp") / ".cache" / "microflex";
+    dir = home && *home
+              ? std::filesystem::path(home) / ".cache" / "microflex"
+              : std::filesystem::path("/tmp") / ("microflex-cache-" + std::to_string(::getuid()));
   }
   return dir.string();
 }
@@ -160,11 +168,16 @@ std::mutex& libraries_mutex() {
 // cudaLibraryLoadData takes no size: the driver reads as far as the image's own headers
 // say, so a cut-off CUBIN (a full disk, an interrupted copy) would have it read past the
 // buffer, and it does crash on one. The cache file therefore wraps the CUBIN: 8 bytes
-// "MFCUBIN1", the CUBIN's byte count and an FNV-1a hash of it (little-endian 64-bit), then
-// the CUBIN. Only bytes whose count and hash match, and that start as an ELF image does,
-// reach the driver; any other file is compiled again and rewritten.
+// "MFCUBIN1", the CUBIN's byte count and a hash of it (the cache key's word-wise FNV-1a;
+// both little-endian 64-bit), then the CUBIN. Only a regular file under 256 MB whose count
+// and hash match, and whose CUBIN starts as an ELF image does, reaches the driver; any
+// other file is compiled again and rewritten. The hash finds damage, not forgery: whoever
+// can write the directory can run code on the GPU, so the directory must be the user's own
+// (created owner-only; without HOME it is /tmp/microflex-cache-<uid>), else it is not used.
 constexpr char kCacheMagic[8] = {'M', 'F', 'C', 'U', 'B', 'I', 'N', '1'};
 constexpr size_t kCacheHeader = 24;
+// Far past any kernel's CUBIN (a few MB): a bigger file is not read into memory.
+constexpr long long kMaxCacheFile = 256ll << 20;
 constexpr char kElfMagic[4] = {'\x7f', 'E', 'L', 'F'};
 
 void put_u64(std::string& out, uint64_t v) {
@@ -208,17 +221,43 @@ std::string unwrap_cubin(const std::string& bytes, std::string& why) {
   return cubin;
 }
 
+// Whether the cache directory may be trusted: it exists (created owner-only if not), is a
+// directory and belongs to this user. Anyone who can write into it can run code on the GPU,
+// so a directory of another user's is not used (with a warning, once per directory).
+bool usable_cache_dir(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (std::filesystem::create_directories(dir, ec))
+    std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
+  struct stat st {};
+  const bool ok = ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == ::getuid();
+  static std::set<std::string> warned;
+  if (!ok && warned.insert(dir.string()).second)
+    log::warn("nvrtc: not using the kernel cache directory ", dir.string(),
+              " (missing, not a directory, or another user's); kernels are compiled per process");
+  return ok;
+}
+
 // The cache file's program loaded, or nullptr when there is no file or (with a warning)
 // it does not hold a program that loads (Note [Kernel cache file]).
 cudaLibrary_t load_cached(const std::filesystem::path& file, const NvrtcSource& src) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return nullptr;
-  std::ostringstream ss;
-  ss << in.rdbuf();
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) return nullptr;
   std::string why;
-  const std::string cubin = unwrap_cubin(ss.str(), why);
-  cudaLibrary_t l = nullptr;
+  std::string cubin;
+  if (!S_ISREG(st.st_mode)) {
+    why = "not a regular file";
+  } else if (st.st_size > kMaxCacheFile) {
+    why = std::to_string(st.st_size) + " bytes, past the " + std::to_string(kMaxCacheFile) +
+          "-byte limit";
+  } else {
+    std::ifstream in(file, std::ios::binary);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    cubin = unwrap_cubin(ss.str(), why);
+  }
   if (!cubin.empty()) {
+    cudaLibrary_t l = nullptr;
     const cudaError_t e =
         cudaLibraryLoadData(&l, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0);
     if (e == cudaSuccess) {
@@ -233,43 +272,51 @@ cudaLibrary_t load_cached(const std::filesystem::path& file, const NvrtcSource& 
   return nullptr;
 }
 
-// src's program on `device`: from memory, else from the disk cache, else compiled (and
-// written to the disk cache). The caller holds libraries_mutex().
-Library& library(const NvrtcSource& src, int device) {
+// Writes the cache file through a temporary file of a unique name and a rename, so a
+// reader sees the old file or the whole new one; a failure is a warning (the next
+// process compiles again).
+void write_cached(const std::filesystem::path& file, const std::string& cubin) {
+  static std::atomic<unsigned long long> serial{0};
+  const std::filesystem::path tmp = file.string() + ".tmp" + std::to_string(::getpid()) + "-" +
+                                    std::to_string(serial++) + "-" +
+                                    std::to_string(std::random_device{}());
+  std::string failed;
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    const std::string bytes = wrap_cubin(cubin);
+    if (!out) failed = std::string("opening a temporary file: ") + std::strerror(errno);
+    if (failed.empty() &&
+        !out.write(bytes.data(), static_cast<std::streamsize>(bytes.size())).flush())
+      failed = std::string("writing: ") + std::strerror(errno);
+  }
+  std::error_code ec;
+  if (failed.empty()) {
+    std::filesystem::rename(tmp, file, ec);
+    if (ec) failed = "renaming the temporary file: " + ec.message();
+  }
+  if (failed.empty()) return;
+  std::filesystem::remove(tmp, ec);
+  log::warn("nvrtc: could not write the kernel cache file ", file.string(), " (", failed, ")");
+}
+
+// The program with cache key `key` (src compiled for `arch`): from memory, else from the
+// disk cache, else compiled (and written to the disk cache). The caller holds
+// libraries_mutex() and has made the program's device current.
+Library& library(const std::string& key, const NvrtcSource& src, int arch) {
   static std::map<std::string, Library> libraries;
-  const int arch = device_arch(device);
-  const std::string key = cache_key(src, arch);
   auto lib = libraries.find(key);
   if (lib != libraries.end()) return lib->second;
   const std::filesystem::path dir = kernel_cache_dir();
   const std::filesystem::path file = dir / (key + ".cubin");
-  set_device(device);
-  cudaLibrary_t l = load_cached(file, src);
+  const bool use_disk = usable_cache_dir(dir);
+  cudaLibrary_t l = use_disk ? load_cached(file, src) : nullptr;
   if (l == nullptr) {
     const auto t0 = std::chrono::steady_clock::now();
     const std::string cubin = compile(src, arch);
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     log::debug("nvrtc: compiled ", src.name, " for sm_", arch, " in ", ms, " ms");
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    const std::filesystem::path tmp =
-        file.string() + ".tmp" + std::to_string(static_cast<long long>(::getpid()));
-    bool written = false;
-    {
-      std::ofstream out_file(tmp, std::ios::binary);
-      const std::string bytes = wrap_cubin(cubin);
-      out_file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-      written = static_cast<bool>(out_file.flush());
-    }
-    if (written) {
-      std::filesystem::rename(tmp, file, ec);
-    } else {
-      std::filesystem::remove(tmp, ec);
-      ec = std::make_error_code(std::errc::io_error);
-    }
-    if (ec)
-      log::warn("nvrtc: could not write the kernel cache file ", file.string(), ": ", ec.message());
+    if (use_disk) write_cached(file, cubin);
     MF_CUDA_CHECK(cudaLibraryLoadData(&l, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));
   }
   return libraries.emplace(key, Library{l, {}, {}}).first->second;
@@ -279,8 +326,11 @@ Library& library(const NvrtcSource& src, int device) {
 
 NvrtcProgram nvrtc_program(const NvrtcSource& src, const std::vector<std::string>& kernel_names,
                            const std::vector<std::string>& constant_names, int device) {
+  const int arch = device_arch(device);
+  const std::string key = cache_key(src, arch);  // hashes the texts: outside the lock
+  set_device(device);                            // loads and constant reads happen on it
   std::lock_guard<std::mutex> lock(libraries_mutex());
-  Library& lib = library(src, device);
+  Library& lib = library(key, src, arch);
   NvrtcProgram out;
   for (const std::string& name : kernel_names) {
     auto it = lib.kernels.find(name);

@@ -92,6 +92,9 @@ std::vector<Case> cases() {
   c.push_back({"head_dim_80", 1, 2, 2, 300, 300, 80, 80, softcap, causal()});
   c.push_back({"head_dim_72_dv_40", 1, 2, 2, 200, 250, 72, 40, {}, {}});
   c.push_back({"random_blocks_per_b_h", 2, 3, 3, 300, 333, 64, 64, {}, random_blocks, 2, 3});
+  // Dv = 40 takes the mma.sync kernels everywhere: a table mask that is not symmetric in q
+  // and kv there.
+  c.push_back({"random_blocks_dv_40", 2, 3, 3, 300, 333, 64, 40, {}, random_blocks, 2, 3});
   // Head dims past 128: the 4-warp tiles (bf16 / fp16; float32 takes the dense path).
   c.push_back({"head_dim_256", 1, 2, 2, 200, 231, 256, 256, softcap, causal()});
   c.push_back({"head_dim_136_dv_200", 1, 4, 2, 150, 170, 136, 200, alibi, {}, 1, 1, slopes});
@@ -185,10 +188,10 @@ TEST_F(FlexFusedBackwardTest, HopperKernelsSmall) {
 }
 
 // The mma.sync forward and backward at head dims up to 128 that the Hopper kernels do not
-// take (they take 64 and 128): D = 80 with softcap and causal, and the document mask with
-// Dv = 32 (split mask_mod on the mma.sync fragments).
+// take (they take 64 and 128): D = 80 with softcap and causal, and the split mask_mod on
+// the mma.sync fragments with the document mask (Dv = 32) and a per-(b, h) table (Dv = 40).
 TEST_F(FlexFusedBackwardTest, TensorCoreKernelsSmall) {
-  expect_small_bf16({"document_dv_32", "head_dim_80"}, 890);
+  expect_small_bf16({"document_dv_32", "head_dim_80", "random_blocks_dv_40"}, 890);
 }
 
 // With `deterministic`, captured-tensor gradients are bitwise equal across runs (fixed-point

@@ -84,6 +84,7 @@ class NvrtcCompileTest : public mftest::CudaTest {
     dir_ = std::filesystem::temp_directory_path() /
            ("microflex_nvrtc_test_" + std::to_string(std::random_device{}()));
     setenv("MICROFLEX_CACHE_DIR", dir_.c_str(), 1);
+    std::filesystem::create_directories(dir_);
   }
   void TearDown() override {
     if (!dir_.empty()) {
@@ -102,7 +103,20 @@ TEST_F(NvrtcCompileTest, KernelsAndConstantsByName) {
   expect_program_works(v);  // from memory
   EXPECT_THROW(mfc::nvrtc_program(program(v), {"no_such_kernel"}, {}, 0), microflex::Error);
   EXPECT_THROW(mfc::nvrtc_program(program(v), {}, {"no_such_constant"}, 0), microflex::Error);
-  expect_program_works(v);  // the failed look-ups left no error behind
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // the failed look-ups left no error behind
+  expect_program_works(v);
+}
+
+// A good cache file is loaded, not compiled again: program(v1)'s file holding program(v0)'s
+// CUBIN gives v0's constant for v1.
+TEST_F(NvrtcCompileTest, CacheFileIsLoaded) {
+  const int v0 = fresh_value(), v1 = fresh_value();
+  expect_program_works(v0);
+  const std::string path = mfc::kernel_cache_path(program(v1), 0);
+  std::ofstream(path, std::ios::binary) << read_file(mfc::kernel_cache_path(program(v0), 0));
+  const mfc::NvrtcProgram p = mfc::nvrtc_program(program(v1), {}, {"mf_test_constant"}, 0);
+  ASSERT_EQ(p.constants.size(), 1u);
+  EXPECT_EQ(p.constants[0], 3 * v0);
 }
 
 TEST_F(NvrtcCompileTest, DamagedCacheFileIsCompiledAgain) {
@@ -123,11 +137,16 @@ TEST_F(NvrtcCompileTest, DamagedCacheFileIsCompiledAgain) {
   for (const auto& [what, bytes] : bad) {
     const int v = fresh_value();
     const std::string path = mfc::kernel_cache_path(program(v), 0);
-    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
     std::ofstream(path, std::ios::binary) << bytes;
-    expect_program_works(v);
-    EXPECT_TRUE(is_cache_file(read_file(path))) << what << ": not rewritten";
+    expect_program_works(v);  // v's constant: compiled, not v0's damaged file loaded
+    const std::string rewritten = read_file(path);
+    EXPECT_TRUE(is_cache_file(rewritten) && rewritten != bytes) << what << ": not rewritten";
   }
+  // A directory where the file should be: compiled, and the directory left alone.
+  const int v = fresh_value();
+  std::filesystem::create_directories(mfc::kernel_cache_path(program(v), 0));
+  expect_program_works(v);
+  EXPECT_TRUE(std::filesystem::is_directory(mfc::kernel_cache_path(program(v), 0)));
 }
 
 }  // namespace
