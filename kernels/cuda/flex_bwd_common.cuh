@@ -73,14 +73,13 @@ struct MfQTiles {
 
 #include "flex_mods_bwd.cuh"
 
-// The probability that multiplied V in the forward, after dropout (P z), 0 where masked or
-// out of range: the terms of delta = sum_j P z dP (Note [Flex exact delta]).
-__device__ __forceinline__ float mf_bwd_prob(float s, float lse2, bool ok, bool partial, int b,
-                                             int h, int q, int kv, float scale,
-                                             const FlexCaptured& score_cap,
-                                             const FlexCaptured& mask_cap,
+// The probability that multiplied V in the forward, after dropout (P z), 0 where !ok (masked
+// or out of range: the caller's keep bits): the terms of delta = sum_j P z dP (Note [Flex
+// exact delta]).
+__device__ __forceinline__ float mf_bwd_prob(float s, float lse2, bool ok, int b, int h, int q,
+                                             int kv, float scale, const FlexCaptured& score_cap,
                                              const FlexDropout& drop) {
-  if (!ok || (partial && !mask_mod(b, h, q, kv, mask_cap))) return 0.0f;
+  if (!ok) return 0.0f;
   const float prob = exp2f(score_mod(s * scale, b, h, q, kv, score_cap) * MF_LOG2E - lse2);
 #if MF_DROPOUT
   return prob * mf_dropout_factor(drop, b, h, q, kv);

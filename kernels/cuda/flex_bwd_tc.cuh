@@ -177,9 +177,9 @@ __device__ __forceinline__ void mf_bwd_dq(
           for (int e = 0; e < 4; ++e) {
             const int r = e / 2, kv = n0 + nt * 8 + 2 * t4 + (e & 1);
             const bool ok = keep[r] >> (2 * nt + (e & 1)) & 1u;
-            rsum[r] += mf_bwd_prob(s[nt][e], lse2[r], ok, false, b, h, rows[r], kv, scale,
-                                   score_cap, mask_cap, drop) *
-                       dp[nt][e];
+            rsum[r] +=
+                mf_bwd_prob(s[nt][e], lse2[r], ok, b, h, rows[r], kv, scale, score_cap, drop) *
+                dp[nt][e];
           }
       } else {
 #pragma unroll

@@ -128,8 +128,7 @@ __device__ __forceinline__ void mf_bwd_dq_wg(
             const int r = e / 2, row = row0 + r * 8, kv = n0 + nt * 8 + 2 * t4 + (e & 1);
             const bool ok = !check || (keep[r] >> (2 * nt + (e & 1)) & 1u);
             if (DELTA) {
-              rsum[r] += mf_bwd_prob(s[nt][e], lse2[r], ok, false, b, h, row, kv, scale, score_cap,
-                                     mask_cap, drop) *
+              rsum[r] += mf_bwd_prob(s[nt][e], lse2[r], ok, b, h, row, kv, scale, score_cap, drop) *
                          dp[nt][e];
             } else {
               float p;

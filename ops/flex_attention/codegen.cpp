@@ -567,6 +567,25 @@ struct MaskSplit {
   std::set<int64_t> need[3];    // values each function computes: q, kv, pair
 };
 
+// Whether node n computes a value in `values`.
+bool computes_any(const graph::Node& n, const std::set<int64_t>& values) {
+  for (int64_t o : n.outputs)
+    if (values.count(o)) return true;
+  return false;
+}
+
+// Walks the nodes from last to first and calls visit(v) on the inputs of each that computes
+// a value in `values` (which visit may grow), all but a gather's source tensor.
+template <class F>
+void visit_needed_inputs(const std::vector<graph::Node>& nodes, const std::set<int64_t>& values,
+                         F visit) {
+  for (size_t k = nodes.size(); k-- > 0;) {
+    const graph::Node& n = nodes[k];
+    if (!computes_any(n, values)) continue;
+    for (size_t i = n.op == "index" ? 1 : 0; i < n.inputs.size(); ++i) visit(n.inputs[i]);
+  }
+}
+
 MaskSplit plan_mask_split(const graph::Graph& g) {
   MaskSplit p;
   const auto& ins = g.inputs();
@@ -589,26 +608,13 @@ MaskSplit plan_mask_split(const graph::Graph& g) {
       p.fields[p.dep.at(v) == kKv ? 1 : 0].insert(v);
   };
   route(g.outputs().at(0));
-  const auto& nodes = g.nodes();
-  for (size_t k = nodes.size(); k-- > 0;) {
-    const graph::Node& n = nodes[k];
-    bool needed = false;
-    for (int64_t o : n.outputs) needed = needed || p.need[2].count(o);
-    if (needed)
-      for (size_t i = 0; i < n.inputs.size(); ++i)
-        if (!(n.op == "index" && i == 0)) route(n.inputs[i]);
-  }
+  visit_needed_inputs(g.nodes(), p.need[2], route);
   // The q and kv functions compute their fields and everything those read.
   for (int s = 0; s < 2; ++s) {
     p.need[s] = p.fields[s];
-    for (size_t k = nodes.size(); k-- > 0;) {
-      const graph::Node& n = nodes[k];
-      bool needed = false;
-      for (int64_t o : n.outputs) needed = needed || p.need[s].count(o);
-      if (!needed) continue;
-      for (size_t i = n.op == "index" ? 1 : 0; i < n.inputs.size(); ++i)
-        if (!graph_inputs.count(n.inputs[i])) p.need[s].insert(n.inputs[i]);
-    }
+    visit_needed_inputs(g.nodes(), p.need[s], [&](int64_t v) {
+      if (!graph_inputs.count(v)) p.need[s].insert(v);
+    });
   }
   return p;
 }
@@ -626,8 +632,7 @@ std::string generate_mask_mod_split(const graph::Graph& g) {
   static const char* const kStruct[2] = {"MfMaskQ", "MfMaskKv"};
   bool pair_gathers = false;
   for (const graph::Node& n : g.nodes())
-    pair_gathers =
-        pair_gathers || (n.op == "index" && n.outputs.size() == 1 && p.need[2].count(n.outputs[0]));
+    pair_gathers = pair_gathers || (n.op == "index" && computes_any(n, p.need[2]));
   std::string src =
       std::string("#define MF_MASK_PAIR_GATHERS ") + (pair_gathers ? "1" : "0") + "\n";
   for (int s = 0; s < 2; ++s) {
@@ -654,9 +659,7 @@ std::string generate_mask_mod_split(const graph::Graph& g) {
     for (size_t i = 0; i < ncap; ++i) e.bind_captured(4 + i, static_cast<int>(i));
     std::string body;
     for (const graph::Node& n : g.nodes()) {
-      bool needed = false;
-      for (int64_t o : n.outputs) needed = needed || p.need[which].count(o);
-      if (!needed) continue;
+      if (!computes_any(n, p.need[which])) continue;
       e.emit_node(n);  // raises the generator's error for a node it cannot emit
       body += e.take();
     }
